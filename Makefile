@@ -1,0 +1,64 @@
+# mpqemu build driver: dependencies -> pinned QEMU source -> overlay this tree -> configure -> build.
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+SHELL := /bin/bash
+TOP := $(CURDIR)
+BUILD := $(TOP)/build
+QSRC := $(BUILD)/qemu-src
+QBUILD := $(BUILD)/qemu-build
+export MPQEMU_CACHE ?= $(HOME)/.cache/mpqemu
+
+# Directories of this tree that QEMU's meson sees as its mpqemu/ subdirectory.
+OVERLAY := meson.build link hw-proxy remote-machine tests include
+PATCHES := $(sort $(wildcard qemu/patches/*.patch))
+FIRMWARE_DIRS := /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu
+
+.PHONY: all deps qemu demo check check-qtest check-functional bench guest clean distclean
+
+all: qemu
+
+deps:
+	@scripts/install-deps.sh
+
+# Unpack the pinned QEMU release and apply the hook patches.
+$(BUILD)/.src-stamp: qemu/pin $(PATCHES) scripts/fetch-qemu.sh | deps
+	rm -rf $(QSRC) $(QBUILD)
+	mkdir -p $(QSRC)
+	tarball=$$(scripts/fetch-qemu.sh) && tar -xf "$$tarball" -C $(QSRC) --strip-components=1
+	for p in $(PATCHES); do patch -d $(QSRC) -p1 --forward --quiet < $$p || exit 1; done
+	mkdir -p $(QSRC)/mpqemu
+	for d in $(OVERLAY); do ln -sfn $(TOP)/$$d $(QSRC)/mpqemu/$$d; done
+	touch $@
+
+$(BUILD)/.configure-stamp: $(BUILD)/.src-stamp qemu/configure-options
+	rm -rf $(QBUILD)
+	mkdir -p $(QBUILD)
+	cd $(QBUILD) && $(QSRC)/configure $$(grep -v '^#' $(TOP)/qemu/configure-options)
+	touch $@
+
+# ninja decides what is stale; the bundle links let build/qemu-system-x86_64
+# find Debian's firmware when run from the build tree.
+qemu: $(BUILD)/.configure-stamp
+	ninja -C $(QBUILD) qemu-system-x86_64 modules
+	for d in $(FIRMWARE_DIRS); do \
+	    mkdir -p $(QBUILD)/qemu-bundle$$(dirname $$d); \
+	    ln -sfn $$d $(QBUILD)/qemu-bundle$$d; done
+	ln -sfn qemu-build/qemu-system-x86_64 $(BUILD)/qemu-system-x86_64
+
+guest: deps
+	@scripts/build-guest.sh
+
+demo: qemu guest
+	scripts/demo.sh
+
+check: qemu guest
+	scripts/run-tests.sh
+
+bench: qemu guest
+	scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD)
+
+distclean: clean
+	rm -rf $(MPQEMU_CACHE)

@@ -1,0 +1,56 @@
+#!/bin/bash
+# Installs the Debian packages mpqemu needs to build, test and benchmark.
+# Idempotent: does nothing (and touches no network) when everything is already there.
+# SPDX-License-Identifier: GPL-2.0-or-later
+set -euo pipefail
+
+BACKPORTS_LIST=/etc/apt/sources.list.d/mpqemu-bookworm-backports.sources
+
+# Packages from bookworm itself.
+PKGS=(
+    build-essential pkg-config ninja-build ccache flex bison python3-venv
+    libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev zlib1g-dev
+    libseccomp-dev xz-utils dpkg-dev
+    seabios ipxe-qemu
+    busybox-static cpio python3-pytest
+)
+# Packages that must come from bookworm-backports (meson >= 1.5 for QEMU 10).
+BPO_PKGS=(meson python3-pycotap)
+
+missing=()
+for p in "${PKGS[@]}" "${BPO_PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+        missing+=("$p")
+    fi
+done
+meson_ok=false
+if command -v meson >/dev/null 2>&1 &&
+   dpkg --compare-versions "$(meson --version 2>/dev/null || echo 0)" ge 1.5; then
+    meson_ok=true
+fi
+
+if [ -f "$BACKPORTS_LIST" ] && [ ${#missing[@]} -eq 0 ] && $meson_ok; then
+    exit 0
+fi
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+fi
+
+if [ ! -f "$BACKPORTS_LIST" ]; then
+    echo "install-deps: adding bookworm-backports (deb and deb-src) to apt sources"
+    $SUDO tee "$BACKPORTS_LIST" >/dev/null <<'SRC'
+Types: deb deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+echo "install-deps: installing ${missing[*]:-meson from bookworm-backports}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${PKGS[@]}"
+$SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports "${BPO_PKGS[@]}"
