@@ -1,0 +1,75 @@
+/*
+ * mpqemu channel: framing, sending and receiving protocol messages with
+ * descriptors over a UNIX stream socket, with timeouts and validation.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef MPQEMU_CHANNEL_H
+#define MPQEMU_CHANNEL_H
+
+#include "mpqemu/protocol.h"
+
+/* One message; the header is in host byte order, the payload as on the wire. */
+typedef struct MPQemuMsg {
+    MPQemuHeader hdr;
+    union {
+        uint8_t bytes[MPQEMU_MAX_PAYLOAD];
+        MPQemuHello hello;
+        MPQemuDeviceInfo device_info;
+        MPQemuConfigAccess config;
+        MPQemuBarAccess bar;
+        MPQemuValue value;
+        MPQemuMemoryMap memory;
+        MPQemuSetIrq set_irq;
+        MPQemuError error;
+    } u;
+    int fds[MPQEMU_MAX_FDS];
+} MPQemuMsg;
+
+/* Which side a message was received by: requests go to the remote. */
+typedef enum MPQemuPeer {
+    MPQEMU_PEER_REMOTE,     /* validating what a remote receives */
+    MPQEMU_PEER_PROXY,      /* validating what a proxy receives */
+} MPQemuPeer;
+
+void mpqemu_msg_init(MPQemuMsg *msg, MPQemuCmd cmd, uint16_t flags,
+                     uint64_t id, uint32_t size);
+void mpqemu_msg_init_reply(MPQemuMsg *reply, const MPQemuMsg *req,
+                           uint32_t size);
+void mpqemu_msg_init_error(MPQemuMsg *reply, const MPQemuMsg *req,
+                           int code, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+void mpqemu_msg_close_fds(MPQemuMsg *msg);
+const char *mpqemu_cmd_name(unsigned int cmd);
+
+/*
+ * Check that a framed message is well-formed for its command: known
+ * command, allowed flags, exact payload size, descriptor count.
+ */
+bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp);
+
+/* If @reply reports an error, turn it into @errp and return false. */
+bool mpqemu_reply_ok(const MPQemuMsg *reply, Error **errp);
+
+/*
+ * Send @msg (and its descriptors) on the stream socket @fd, waiting at most
+ * @timeout_ms for the socket to accept it. Returns 0 or a negative errno.
+ */
+int mpqemu_msg_send(int fd, const MPQemuMsg *msg, int timeout_ms,
+                    Error **errp);
+
+/*
+ * Receive one message from @fd, waiting at most @timeout_ms. Returns 0 or:
+ *   -EPIPE      the peer closed the connection between two messages
+ *   -ETIMEDOUT  no (complete) message arrived in time
+ *   -EPROTO     the framing is broken (bad magic, sizes, descriptors, or a
+ *               connection closed mid-message); the stream is unusable
+ *   other negative errno values from the socket.
+ * Descriptors that arrived are in msg->fds; the caller owns them.
+ */
+int mpqemu_msg_recv(int fd, MPQemuMsg *msg, int timeout_ms, Error **errp);
+
+/* Wait up to @timeout_ms for @fd to become readable; true if it did. */
+bool mpqemu_wait_readable(int fd, int timeout_ms);
+
+#endif

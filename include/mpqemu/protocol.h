@@ -1,0 +1,136 @@
+/*
+ * mpqemu wire protocol: the messages the proxy and the remote exchange.
+ * docs/protocol.md is the specification; this header is its C rendering.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef MPQEMU_PROTOCOL_H
+#define MPQEMU_PROTOCOL_H
+
+/* "MPQ1" read as a little-endian 32-bit number */
+#define MPQEMU_MAGIC            0x3151504dU
+#define MPQEMU_VERSION          1
+
+/* Largest payload and largest number of descriptors one message carries */
+#define MPQEMU_MAX_PAYLOAD      512
+#define MPQEMU_MAX_FDS          8
+
+/* Header flags */
+#define MPQEMU_FLAG_REPLY       (1u << 0)  /* answers the request with this id */
+#define MPQEMU_FLAG_ERROR       (1u << 1)  /* reply payload is MPQemuError */
+#define MPQEMU_FLAGS_ALL        (MPQEMU_FLAG_REPLY | MPQEMU_FLAG_ERROR)
+
+typedef enum MPQemuCmd {
+    MPQEMU_CMD_HELLO        = 1,    /* proxy -> remote, request */
+    MPQEMU_CMD_DEVICE_INFO  = 2,    /* proxy -> remote, request */
+    MPQEMU_CMD_CONFIG_READ  = 3,    /* proxy -> remote, request */
+    MPQEMU_CMD_CONFIG_WRITE = 4,    /* proxy -> remote, request */
+    MPQEMU_CMD_BAR_READ     = 5,    /* proxy -> remote, request */
+    MPQEMU_CMD_BAR_WRITE    = 6,    /* proxy -> remote, request */
+    MPQEMU_CMD_MEMORY_MAP   = 7,    /* proxy -> remote, request, carries fds */
+    MPQEMU_CMD_RESET        = 8,    /* proxy -> remote, request */
+    MPQEMU_CMD_SET_IRQ      = 9,    /* remote -> proxy, notification */
+    MPQEMU_CMD__MAX,
+} MPQemuCmd;
+
+/* Every message starts with this header; all fields are little-endian. */
+typedef struct QEMU_PACKED MPQemuHeader {
+    uint32_t magic;
+    uint16_t cmd;
+    uint16_t flags;
+    uint64_t id;            /* request id, echoed by the reply; 0: notification */
+    uint32_t size;          /* payload bytes that follow the header */
+    uint32_t num_fds;       /* descriptors sent along with the header */
+} MPQemuHeader;
+
+/* MPQEMU_CMD_HELLO request and reply */
+#define MPQEMU_DEVID_MAX        64
+typedef struct QEMU_PACKED MPQemuHello {
+    uint32_t version;
+    uint32_t reserved;
+    uint64_t features;      /* MPQEMU_FEATURE_* bits; none defined in version 1 */
+    char devid[MPQEMU_DEVID_MAX];   /* reply: the remote's device id, NUL-padded */
+} MPQemuHello;
+
+#define MPQEMU_FEATURES_KNOWN   0ULL
+
+/* MPQEMU_CMD_DEVICE_INFO reply: what the proxy needs to impersonate the device */
+#define MPQEMU_NUM_REGIONS      7   /* six BARs and the expansion ROM */
+#define MPQEMU_REGION_IO        (1u << 0)
+#define MPQEMU_REGION_MEM64     (1u << 1)
+#define MPQEMU_REGION_PREFETCH  (1u << 2)
+#define MPQEMU_REGION_FLAGS_ALL (MPQEMU_REGION_IO | MPQEMU_REGION_MEM64 | \
+                                 MPQEMU_REGION_PREFETCH)
+typedef struct QEMU_PACKED MPQemuRegionInfo {
+    uint64_t size;          /* 0: not implemented; else a power of two */
+    uint32_t flags;
+    uint32_t reserved;
+} MPQemuRegionInfo;
+
+typedef struct QEMU_PACKED MPQemuDeviceInfo {
+    uint32_t config_size;   /* 256 (conventional) or 4096 (express) */
+    uint32_t reserved;
+    MPQemuRegionInfo region[MPQEMU_NUM_REGIONS];
+} MPQemuDeviceInfo;
+
+/* MPQEMU_CMD_CONFIG_READ request (reply: MPQemuValue) */
+typedef struct QEMU_PACKED MPQemuConfigAccess {
+    uint32_t offset;        /* within config space */
+    uint32_t len;           /* 1, 2 or 4, not crossing config_size */
+    uint32_t value;         /* CONFIG_WRITE only */
+    uint32_t reserved;
+} MPQemuConfigAccess;
+
+/* MPQEMU_CMD_BAR_READ / BAR_WRITE request (BAR_READ reply: MPQemuValue) */
+typedef struct QEMU_PACKED MPQemuBarAccess {
+    uint64_t offset;        /* within the region */
+    uint64_t value;         /* BAR_WRITE only */
+    uint8_t region;         /* 0-5: BAR, 6: expansion ROM */
+    uint8_t size;           /* 1, 2, 4 or 8, not crossing the region's end */
+    uint8_t reserved[6];
+} MPQemuBarAccess;
+
+typedef struct QEMU_PACKED MPQemuValue {
+    uint64_t value;
+} MPQemuValue;
+
+/*
+ * MPQEMU_CMD_MEMORY_MAP: guest RAM the remote may DMA to. A map is sent as
+ * one or more messages; the first has MPQEMU_MEMORY_FIRST, the last
+ * MPQEMU_MEMORY_LAST, and the remote switches to the new map atomically when
+ * it has the last one. Section i is backed by descriptor i of the message.
+ */
+#define MPQEMU_MEMORY_FIRST     (1u << 0)
+#define MPQEMU_MEMORY_LAST      (1u << 1)
+#define MPQEMU_MEMORY_FLAGS_ALL (MPQEMU_MEMORY_FIRST | MPQEMU_MEMORY_LAST)
+#define MPQEMU_MAX_SECTIONS     MPQEMU_MAX_FDS
+#define MPQEMU_MAX_MAP_SECTIONS 1024    /* sections in one whole map */
+
+typedef struct QEMU_PACKED MPQemuMemorySection {
+    uint64_t gpa;           /* guest physical address */
+    uint64_t size;          /* bytes; multiple of the host page size */
+    uint64_t offset;        /* offset of gpa's backing in the descriptor */
+} MPQemuMemorySection;
+
+typedef struct QEMU_PACKED MPQemuMemoryMap {
+    uint32_t flags;
+    uint32_t nr_sections;   /* equals the header's num_fds */
+    MPQemuMemorySection section[MPQEMU_MAX_SECTIONS];
+} MPQemuMemoryMap;
+
+/* MPQEMU_CMD_SET_IRQ notification */
+typedef struct QEMU_PACKED MPQemuSetIrq {
+    uint32_t level;         /* 0 or 1: the device's INTx line */
+    uint32_t reserved;
+} MPQemuSetIrq;
+
+/* Payload of a reply with MPQEMU_FLAG_ERROR */
+#define MPQEMU_ERROR_MSG_MAX    256
+typedef struct QEMU_PACKED MPQemuError {
+    int32_t code;           /* negative errno */
+    uint32_t reserved;
+    char message[MPQEMU_ERROR_MSG_MAX];  /* NUL-terminated */
+} MPQemuError;
+
+#endif
