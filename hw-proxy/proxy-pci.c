@@ -1,0 +1,479 @@
+/*
+ * x-pci-proxy-dev: impersonates a PCI device that lives in a remote process,
+ * forwarding config space, BAR accesses, INTx and reset over its link.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/cutils.h"
+#include "qemu/units.h"
+#include "qemu/error-report.h"
+#include "qemu/module.h"
+#include "qemu/range.h"
+#include "qemu/sockets.h"
+#include "qemu/bswap.h"
+#include "hw/qdev-properties.h"
+#include "migration/vmstate.h"
+#include "monitor/monitor.h"
+#include "proxy.h"
+#include "trace.h"
+
+#include <sys/un.h>
+
+#define PROXY_DEFAULT_TIMEOUT_MS 5000
+
+static const char *proxy_name(PCIProxyDev *dev)
+{
+    DeviceState *d = DEVICE(dev);
+
+    return d->id ? d->id : object_get_typename(OBJECT(dev));
+}
+
+static void proxy_fail(void *opaque, const char *reason)
+{
+    PCIProxyDev *dev = opaque;
+
+    if (dev->failed) {
+        return;
+    }
+    dev->failed = true;
+    trace_proxy_failed(proxy_name(dev), reason);
+    if (!DEVICE(dev)->realized) {
+        return;     /* realize reports the error itself */
+    }
+    error_report("x-pci-proxy-dev %s: %s; the device is now offline "
+                 "(reads return all-ones, writes are dropped)",
+                 proxy_name(dev), reason);
+    pci_set_irq(PCI_DEVICE(dev), 0);
+}
+
+static void proxy_notify(void *opaque, const MPQemuMsg *msg)
+{
+    PCIProxyDev *dev = opaque;
+    int level = !!le32_to_cpu(msg->u.set_irq.level);
+
+    trace_proxy_set_irq(proxy_name(dev), level);
+    pci_set_irq(PCI_DEVICE(dev), level);
+}
+
+/* A request whose failure only costs the guest this access */
+static bool proxy_call(PCIProxyDev *dev, MPQemuMsg *req, MPQemuMsg *reply)
+{
+    Error *err = NULL;
+
+    if (dev->failed) {
+        return false;
+    }
+    if (!proxy_link_call(&dev->link, req, reply, &err)) {
+        if (!dev->failed) {
+            /* the remote refused this access but the link is healthy */
+            warn_report_err_once(err);
+        } else {
+            error_free(err);
+        }
+        return false;
+    }
+    return true;
+}
+
+/* Config space bytes the main QEMU owns: BAR addresses and the IRQ line */
+static bool proxy_config_local(uint32_t addr)
+{
+    return range_covers_byte(PCI_BASE_ADDRESS_0, 6 * 4, addr) ||
+           range_covers_byte(PCI_ROM_ADDRESS, 4, addr) ||
+           addr == PCI_INTERRUPT_LINE;
+}
+
+static bool proxy_config_remote_read(PCIProxyDev *dev, uint32_t addr, int len,
+                                     uint32_t *val)
+{
+    MPQemuMsg req, reply;
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_CONFIG_READ, 0, 0,
+                    sizeof(MPQemuConfigAccess));
+    req.u.config.offset = cpu_to_le32(addr);
+    req.u.config.len = cpu_to_le32(len);
+    if (!proxy_call(dev, &req, &reply)) {
+        return false;
+    }
+    *val = le64_to_cpu(reply.u.value.value);
+    return true;
+}
+
+static uint32_t proxy_config_read(PCIDevice *pdev, uint32_t addr, int len)
+{
+    PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
+    uint32_t val = 0;
+
+    if (addr >= PCI_CONFIG_SPACE_SIZE) {
+        return pci_default_read_config(pdev, addr, len);
+    }
+    if (!proxy_config_remote_read(dev, addr, len, &val)) {
+        val = dev->failed ? UINT32_MAX : 0;
+    }
+    for (int i = 0; i < len; i++) {
+        if (proxy_config_local(addr + i)) {
+            val = deposit32(val, i * 8, 8, pdev->config[addr + i]);
+        }
+    }
+    val &= len == 4 ? UINT32_MAX : (1u << (len * 8)) - 1;
+    trace_proxy_config_read(proxy_name(dev), addr, len, val);
+    return val;
+}
+
+static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
+                               int len)
+{
+    PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
+    MPQemuMsg req, reply;
+
+    trace_proxy_config_write(proxy_name(dev), addr, len, val);
+    /* Locally: BAR mapping, command register effects, the IRQ line */
+    pci_default_write_config(pdev, addr, val, len);
+    if (addr >= PCI_CONFIG_SPACE_SIZE) {
+        return;
+    }
+    /* Remotely too: the device acts on command bits and its BAR addresses */
+    mpqemu_msg_init(&req, MPQEMU_CMD_CONFIG_WRITE, 0, 0,
+                    sizeof(MPQemuConfigAccess));
+    req.u.config.offset = cpu_to_le32(addr);
+    req.u.config.len = cpu_to_le32(len);
+    req.u.config.value = cpu_to_le32(val);
+    proxy_call(dev, &req, &reply);
+}
+
+static uint64_t proxy_region_read(void *opaque, hwaddr addr, unsigned size)
+{
+    ProxyRegion *r = opaque;
+    MPQemuMsg req, reply;
+    uint64_t val = UINT64_MAX;
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_BAR_READ, 0, 0, sizeof(MPQemuBarAccess));
+    req.u.bar.offset = cpu_to_le64(addr);
+    req.u.bar.region = r->index;
+    req.u.bar.size = size;
+    if (proxy_call(r->dev, &req, &reply)) {
+        val = le64_to_cpu(reply.u.value.value);
+    }
+    trace_proxy_bar_read(proxy_name(r->dev), r->index, addr, size, val);
+    return val;
+}
+
+static void proxy_region_write(void *opaque, hwaddr addr, uint64_t val,
+                               unsigned size)
+{
+    ProxyRegion *r = opaque;
+    MPQemuMsg req, reply;
+
+    trace_proxy_bar_write(proxy_name(r->dev), r->index, addr, size, val);
+    if (r->index == PCI_ROM_SLOT) {
+        return;     /* the expansion ROM is read-only */
+    }
+    mpqemu_msg_init(&req, MPQEMU_CMD_BAR_WRITE, 0, 0, sizeof(MPQemuBarAccess));
+    req.u.bar.offset = cpu_to_le64(addr);
+    req.u.bar.value = cpu_to_le64(val);
+    req.u.bar.region = r->index;
+    req.u.bar.size = size;
+    proxy_call(r->dev, &req, &reply);
+}
+
+static const MemoryRegionOps proxy_region_ops = {
+    .read = proxy_region_read,
+    .write = proxy_region_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+};
+
+static int proxy_open_fd(PCIProxyDev *dev, Error **errp)
+{
+    int type = 0, domain = 0;
+    socklen_t len = sizeof(int);
+    struct stat st;
+    int fd;
+
+    fd = monitor_fd_param(monitor_cur(), dev->fd_str, errp);
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+        type != SOCK_STREAM || domain != AF_UNIX) {
+        error_setg(errp, "fd=%s is not a UNIX stream socket", dev->fd_str);
+        error_append_hint(errp, "Pass one end of socketpair(AF_UNIX, "
+                          "SOCK_STREAM) here and the other end to the remote "
+                          "process's x-remote-object, or use socket=PATH\n");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int proxy_connect(PCIProxyDev *dev, Error **errp)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd;
+
+    if (strlen(dev->socket_path) >= sizeof(addr.sun_path)) {
+        error_setg(errp, "socket path '%s' is longer than %zu bytes",
+                   dev->socket_path, sizeof(addr.sun_path) - 1);
+        return -1;
+    }
+    pstrcpy(addr.sun_path, sizeof(addr.sun_path), dev->socket_path);
+    fd = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cannot create a socket");
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        error_setg_errno(errp, errno, "cannot connect to remote process "
+                         "socket '%s'", dev->socket_path);
+        error_append_hint(errp, "Start the remote process first, with "
+                          "-object x-remote-object,id=...,devid=...,socket=%s"
+                          "\n", dev->socket_path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool proxy_hello(PCIProxyDev *dev, Error **errp)
+{
+    MPQemuMsg req, reply;
+    uint32_t version;
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_HELLO, 0, 0, sizeof(MPQemuHello));
+    req.u.hello.version = cpu_to_le32(MPQEMU_VERSION);
+    req.u.hello.features = cpu_to_le64(MPQEMU_FEATURES_KNOWN);
+    if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
+        error_append_hint(errp, "Both processes must run the same mpqemu "
+                          "build\n");
+        return false;
+    }
+    version = le32_to_cpu(reply.u.hello.version);
+    if (version != MPQEMU_VERSION) {
+        error_setg(errp, "remote process speaks mpqemu protocol version %u, "
+                   "this QEMU speaks version %d", version, MPQEMU_VERSION);
+        error_append_hint(errp, "Run the same mpqemu build on both sides\n");
+        return false;
+    }
+    memcpy(dev->remote_devid, reply.u.hello.devid, MPQEMU_DEVID_MAX);
+    dev->remote_devid[MPQEMU_DEVID_MAX - 1] = 0;
+    return true;
+}
+
+/* Create the BARs and the ROM BAR the remote device has, with its sizes */
+static bool proxy_setup_regions(PCIProxyDev *dev, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(dev);
+    MPQemuMsg req, reply;
+    MPQemuDeviceInfo *info = &reply.u.device_info;
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_DEVICE_INFO, 0, 0, 0);
+    if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
+        return false;
+    }
+
+    for (int i = 0; i < MPQEMU_NUM_REGIONS; i++) {
+        uint64_t size = le64_to_cpu(info->region[i].size);
+        uint32_t flags = le32_to_cpu(info->region[i].flags);
+        bool io = flags & MPQEMU_REGION_IO;
+        bool mem64 = flags & MPQEMU_REGION_MEM64;
+        uint64_t limit = io ? 64 * KiB : mem64 ? 1ULL << 48 : 2 * GiB;
+        g_autofree char *name = NULL;
+        uint8_t type;
+
+        if (!size) {
+            continue;
+        }
+        if (!is_power_of_2(size) || size > limit ||
+            (flags & ~MPQEMU_REGION_FLAGS_ALL) ||
+            (io && (flags & ~MPQEMU_REGION_IO)) ||
+            (i == PCI_ROM_SLOT && flags) ||
+            (mem64 && (i >= PCI_ROM_SLOT - 1 ||
+                       le64_to_cpu(info->region[i + 1].size)))) {
+            error_setg(errp, "remote device reports an invalid region %d "
+                       "(size 0x%" PRIx64 ", flags 0x%x)", i, size, flags);
+            return false;
+        }
+        dev->region[i] = (ProxyRegion) {
+            .dev = dev, .size = size, .index = i,
+        };
+        name = g_strdup_printf("%s-%s%d", proxy_name(dev),
+                               i == PCI_ROM_SLOT ? "rom" : "bar", i);
+        memory_region_init_io(&dev->region[i].mr, OBJECT(dev),
+                              &proxy_region_ops, &dev->region[i], name, size);
+        if (io) {
+            type = PCI_BASE_ADDRESS_SPACE_IO;
+        } else {
+            type = PCI_BASE_ADDRESS_SPACE_MEMORY |
+                   (mem64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0) |
+                   (flags & MPQEMU_REGION_PREFETCH ?
+                    PCI_BASE_ADDRESS_MEM_PREFETCH : 0);
+        }
+        pci_register_bar(pdev, i, type, &dev->region[i].mr);
+    }
+    return true;
+}
+
+/* Take the identity of the remote device: IDs, class, interrupt pin */
+static bool proxy_setup_identity(PCIProxyDev *dev, Error **errp)
+{
+    static const struct {
+        uint32_t offset;
+        int len;
+    } copied[] = {
+        { PCI_VENDOR_ID, 4 },               /* vendor and device ID */
+        { PCI_CLASS_REVISION, 4 },          /* revision and class code */
+        { PCI_HEADER_TYPE, 1 },
+        { PCI_SUBSYSTEM_VENDOR_ID, 4 },     /* subsystem IDs */
+        { PCI_INTERRUPT_PIN, 1 },
+    };
+    PCIDevice *pdev = PCI_DEVICE(dev);
+
+    for (int i = 0; i < ARRAY_SIZE(copied); i++) {
+        uint32_t val;
+
+        if (!proxy_config_remote_read(dev, copied[i].offset, copied[i].len,
+                                      &val)) {
+            error_setg(errp, "cannot read the remote device's config space");
+            return false;
+        }
+        switch (copied[i].offset) {
+        case PCI_HEADER_TYPE:
+            if ((val & ~PCI_HEADER_TYPE_MULTI_FUNCTION) !=
+                PCI_HEADER_TYPE_NORMAL) {
+                error_setg(errp, "remote device has header type 0x%x; only "
+                           "endpoints (type 0) can be proxied", val);
+                return false;
+            }
+            break;
+        case PCI_INTERRUPT_PIN:
+            if (val > PCI_NUM_PINS) {
+                error_setg(errp, "remote device reports interrupt pin %u",
+                           val);
+                return false;
+            }
+            pdev->config[PCI_INTERRUPT_PIN] = val;
+            break;
+        default:
+            pci_set_long(pdev->config + copied[i].offset, val);
+            break;
+        }
+    }
+    return true;
+}
+
+static void proxy_realize(PCIDevice *pdev, Error **errp)
+{
+    PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
+    int fd;
+
+    if (!!dev->fd_str == !!dev->socket_path) {
+        error_setg(errp, "x-pci-proxy-dev needs exactly one of fd=<socket fd> "
+                   "and socket=<path> to reach its remote process");
+        return;
+    }
+    if (!dev->timeout_ms) {
+        error_setg(errp, "timeout must be at least 1 ms");
+        return;
+    }
+
+    fd = dev->fd_str ? proxy_open_fd(dev, errp) : proxy_connect(dev, errp);
+    if (fd < 0) {
+        return;
+    }
+    qemu_socket_set_nonblock(fd);
+    dev->failed = false;
+    proxy_link_open(&dev->link, fd, dev->timeout_ms, proxy_notify, proxy_fail,
+                    dev);
+
+    if (!proxy_hello(dev, errp) ||
+        !proxy_setup_identity(dev, errp) ||
+        !proxy_setup_regions(dev, errp) ||
+        !proxy_memory_start(&dev->memory, &dev->link, proxy_name(dev), errp)) {
+        proxy_link_close(&dev->link);
+        return;
+    }
+}
+
+static void proxy_exit(PCIDevice *pdev)
+{
+    PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
+
+    proxy_memory_stop(&dev->memory);
+    proxy_link_close(&dev->link);
+}
+
+static void proxy_reset(DeviceState *d)
+{
+    PCIProxyDev *dev = PCI_PROXY_DEV(d);
+    MPQemuMsg req, reply;
+
+    trace_proxy_reset(proxy_name(dev));
+    mpqemu_msg_init(&req, MPQEMU_CMD_RESET, 0, 0, 0);
+    proxy_call(dev, &req, &reply);
+}
+
+static void proxy_instance_init(Object *obj)
+{
+    PCI_PROXY_DEV(obj)->link.fd = -1;
+}
+
+static const Property proxy_properties[] = {
+    DEFINE_PROP_STRING("fd", PCIProxyDev, fd_str),
+    DEFINE_PROP_STRING("socket", PCIProxyDev, socket_path),
+    DEFINE_PROP_UINT32("timeout", PCIProxyDev, timeout_ms,
+                       PROXY_DEFAULT_TIMEOUT_MS),
+};
+
+static const VMStateDescription vmstate_proxy = {
+    .name = TYPE_PCI_PROXY_DEV,
+    .unmigratable = 1,
+};
+
+static void proxy_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    PCIDeviceClass *k = PCI_DEVICE_CLASS(klass);
+
+    k->realize = proxy_realize;
+    k->exit = proxy_exit;
+    k->config_read = proxy_config_read;
+    k->config_write = proxy_config_write;
+    device_class_set_legacy_reset(dc, proxy_reset);
+    device_class_set_props(dc, proxy_properties);
+    dc->vmsd = &vmstate_proxy;
+    dc->desc = "Proxy for a PCI device emulated in a remote process";
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const TypeInfo proxy_info = {
+    .name = TYPE_PCI_PROXY_DEV,
+    .parent = TYPE_PCI_DEVICE,
+    .instance_size = sizeof(PCIProxyDev),
+    .instance_init = proxy_instance_init,
+    .class_init = proxy_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { INTERFACE_CONVENTIONAL_PCI_DEVICE },
+        { },
+    },
+};
+
+static void proxy_register_types(void)
+{
+    type_register_static(&proxy_info);
+}
+
+type_init(proxy_register_types)
+module_obj(TYPE_PCI_PROXY_DEV);
+module_kconfig(PCI);

@@ -1,0 +1,74 @@
+/*
+ * x-pci-proxy-dev: a PCI device of the main QEMU that stands in for a
+ * device emulated in a remote process. Shared declarations of hw-proxy.so.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_PROXY_PROXY_H
+#define HW_PROXY_PROXY_H
+
+#include "hw/pci/pci_device.h"
+#include "exec/memory.h"
+#include "mpqemu/channel.h"
+
+#define TYPE_PCI_PROXY_DEV "x-pci-proxy-dev"
+OBJECT_DECLARE_SIMPLE_TYPE(PCIProxyDev, PCI_PROXY_DEV)
+
+typedef void ProxyNotifyFn(void *opaque, const MPQemuMsg *msg);
+typedef void ProxyFailFn(void *opaque, const char *reason);
+
+/* The request/reply channel to one remote device (proxy-rpc.c) */
+typedef struct ProxyLink {
+    int fd;                 /* -1 once the link has failed or closed */
+    uint64_t last_id;
+    uint32_t timeout_ms;
+    ProxyNotifyFn *notify;  /* notifications (SET_IRQ) */
+    ProxyFailFn *fail;      /* called once, when the link breaks */
+    void *opaque;
+} ProxyLink;
+
+void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
+                     ProxyNotifyFn *notify, ProxyFailFn *fail, void *opaque);
+bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
+                     Error **errp);
+void proxy_link_close(ProxyLink *link);
+
+/* Guest RAM shared with the remote, kept in step with the memory map */
+typedef struct ProxyMemory {
+    MemoryListener listener;
+    ProxyLink *link;
+    const char *owner_id;
+    GArray *pending;        /* ProxyMemorySection, being collected */
+    GArray *current;        /* the map the remote last accepted */
+    char *unshareable;      /* name of the first guest RAM that is not shared */
+    bool started;
+} ProxyMemory;
+
+bool proxy_memory_start(ProxyMemory *mem, ProxyLink *link,
+                        const char *owner_id, Error **errp);
+void proxy_memory_stop(ProxyMemory *mem);
+
+typedef struct ProxyRegion {
+    PCIProxyDev *dev;
+    MemoryRegion mr;
+    uint64_t size;
+    uint8_t index;
+} ProxyRegion;
+
+struct PCIProxyDev {
+    PCIDevice parent_obj;
+
+    /* properties */
+    char *fd_str;
+    char *socket_path;
+    uint32_t timeout_ms;
+
+    ProxyLink link;
+    ProxyMemory memory;
+    ProxyRegion region[MPQEMU_NUM_REGIONS];
+    char remote_devid[MPQEMU_DEVID_MAX];
+    bool failed;
+};
+
+#endif

@@ -1,0 +1,1 @@
+#include "trace/trace-mpqemu_hw_proxy.h"
