@@ -1,0 +1,618 @@
+/*
+ * x-remote-object: binds one PCI device of the remote machine to the socket
+ * of its proxy and serves the proxy's requests for that device.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qemu/sockets.h"
+#include "qemu/bswap.h"
+#include "qom/object_interfaces.h"
+#include "hw/qdev-core.h"
+#include "hw/pci/pci_device.h"
+#include "hw/pci/pci_host.h"
+#include "hw/sysbus.h"
+#include "monitor/monitor.h"
+#include "system/system.h"
+#include "remote.h"
+#include "trace.h"
+
+#include <sys/un.h>
+
+/* How long a request may take to arrive whole, and a reply to be sent */
+#define REMOTE_IO_TIMEOUT_MS 5000
+
+struct RemoteObject {
+    Object parent_obj;
+
+    /* properties */
+    char *devid;
+    char *fd_str;
+    char *socket_path;
+
+    int listen_fd;
+    int fd;                 /* the proxy's connection, -1 if none */
+    bool hello_done;
+    PCIDevice *pdev;
+    RemotePCIHost *host;
+    /* Each region seen from offset 0, wherever its BAR is mapped */
+    MemoryRegion region_root[MPQEMU_NUM_REGIONS];
+    MemoryRegion region_alias[MPQEMU_NUM_REGIONS];
+    MemoryRegion region_guard[MPQEMU_NUM_REGIONS];
+    AddressSpace region_as[MPQEMU_NUM_REGIONS];
+    bool region_as_ready[MPQEMU_NUM_REGIONS];
+    RemoteMemory memory;
+    Notifier machine_done;
+};
+
+bool remote_object_has_peer(RemoteObject *o)
+{
+    return o->fd >= 0 || o->listen_fd >= 0;
+}
+
+static void remote_object_disconnect(RemoteObject *o, const char *reason)
+{
+    if (o->fd < 0) {
+        return;
+    }
+    trace_remote_object_disconnected(o->devid, reason);
+    qemu_set_fd_handler(o->fd, NULL, NULL, NULL);
+    close(o->fd);
+    o->fd = -1;
+    o->hello_done = false;
+    remote_memory_clear(&o->memory);
+    if (o->pdev) {
+        /* nobody drives the device any more: stop its DMA and interrupts */
+        device_cold_reset(DEVICE(o->pdev));
+    }
+    remote_machine_peer_gone();
+}
+
+static void remote_object_set_irq(void *opaque, int level)
+{
+    RemoteObject *o = opaque;
+    MPQemuMsg msg;
+    Error *err = NULL;
+
+    if (o->fd < 0) {
+        return;
+    }
+    mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+    msg.u.set_irq.level = cpu_to_le32(level);
+    if (mpqemu_msg_send(o->fd, &msg, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
+        error_report_err(err);
+        remote_object_disconnect(o, "cannot deliver an interrupt");
+    }
+}
+
+static void remote_handle_hello(RemoteObject *o, MPQemuMsg *req,
+                                MPQemuMsg *reply)
+{
+    uint32_t version = le32_to_cpu(req->u.hello.version);
+
+    if (version != MPQEMU_VERSION) {
+        mpqemu_msg_init_error(reply, req, -EPROTONOSUPPORT,
+                              "protocol version %u is not supported; this "
+                              "remote speaks version %d", version,
+                              MPQEMU_VERSION);
+        return;
+    }
+    mpqemu_msg_init_reply(reply, req, sizeof(MPQemuHello));
+    reply->u.hello.version = cpu_to_le32(MPQEMU_VERSION);
+    reply->u.hello.features = cpu_to_le64(MPQEMU_FEATURES_KNOWN);
+    pstrcpy(reply->u.hello.devid, sizeof(reply->u.hello.devid), o->devid);
+    o->hello_done = true;
+}
+
+static void remote_handle_device_info(RemoteObject *o, MPQemuMsg *req,
+                                      MPQemuMsg *reply)
+{
+    MPQemuDeviceInfo *info = &reply->u.device_info;
+
+    mpqemu_msg_init_reply(reply, req, sizeof(MPQemuDeviceInfo));
+    info->config_size = cpu_to_le32(pci_config_size(o->pdev));
+    for (int i = 0; i < MPQEMU_NUM_REGIONS; i++) {
+        PCIIORegion *r = &o->pdev->io_regions[i];
+        uint32_t flags = 0;
+
+        if (!r->size) {
+            continue;
+        }
+        if (r->type & PCI_BASE_ADDRESS_SPACE_IO) {
+            flags |= MPQEMU_REGION_IO;
+        } else if (i != PCI_ROM_SLOT) {
+            if (r->type & PCI_BASE_ADDRESS_MEM_TYPE_64) {
+                flags |= MPQEMU_REGION_MEM64;
+            }
+            if (r->type & PCI_BASE_ADDRESS_MEM_PREFETCH) {
+                flags |= MPQEMU_REGION_PREFETCH;
+            }
+        }
+        info->region[i].size = cpu_to_le64(r->size);
+        info->region[i].flags = cpu_to_le32(flags);
+    }
+}
+
+static void remote_handle_config(RemoteObject *o, MPQemuMsg *req,
+                                 MPQemuMsg *reply)
+{
+    uint32_t offset = le32_to_cpu(req->u.config.offset);
+    uint32_t len = le32_to_cpu(req->u.config.len);
+    uint32_t limit = pci_config_size(o->pdev);
+
+    if ((len != 1 && len != 2 && len != 4) || offset >= limit ||
+        len > limit - offset) {
+        mpqemu_msg_init_error(reply, req, -EINVAL, "config access of %u "
+                              "bytes at 0x%x is outside the %u-byte config "
+                              "space", len, offset, limit);
+        return;
+    }
+    if (req->hdr.cmd == MPQEMU_CMD_CONFIG_WRITE) {
+        pci_host_config_write_common(o->pdev, offset, limit,
+                                     le32_to_cpu(req->u.config.value), len);
+        mpqemu_msg_init_reply(reply, req, 0);
+    } else {
+        uint32_t val = pci_host_config_read_common(o->pdev, offset, limit,
+                                                   len);
+
+        mpqemu_msg_init_reply(reply, req, sizeof(MPQemuValue));
+        reply->u.value.value = cpu_to_le64(val);
+    }
+}
+
+static AddressSpace *remote_region_as(RemoteObject *o, int region)
+{
+    PCIIORegion *r = &o->pdev->io_regions[region];
+
+    if (!o->region_as_ready[region]) {
+        g_autofree char *name = g_strdup_printf("%s-region%d", o->devid,
+                                                region);
+
+        /*
+         * The guard after the alias keeps the memory core from rendering
+         * the BAR itself as the root of this address space, which would
+         * place it at its bus address instead of at 0.
+         */
+        memory_region_init(&o->region_root[region], OBJECT(o), name,
+                           r->size + 1);
+        memory_region_init_alias(&o->region_alias[region], OBJECT(o), name,
+                                 r->memory, 0, r->size);
+        memory_region_add_subregion(&o->region_root[region], 0,
+                                    &o->region_alias[region]);
+        memory_region_init(&o->region_guard[region], OBJECT(o), "guard", 1);
+        memory_region_add_subregion(&o->region_root[region], r->size,
+                                    &o->region_guard[region]);
+        address_space_init(&o->region_as[region], &o->region_root[region],
+                           name);
+        o->region_as_ready[region] = true;
+    }
+    return &o->region_as[region];
+}
+
+static void remote_handle_bar(RemoteObject *o, MPQemuMsg *req,
+                              MPQemuMsg *reply)
+{
+    MPQemuBarAccess *a = &req->u.bar;
+    uint64_t offset = le64_to_cpu(a->offset);
+    bool write = req->hdr.cmd == MPQEMU_CMD_BAR_WRITE;
+    uint8_t buf[8];
+    uint64_t val = 0;
+    MemTxResult res;
+    PCIIORegion *r;
+
+    if (a->region >= MPQEMU_NUM_REGIONS ||
+        !o->pdev->io_regions[a->region].size) {
+        mpqemu_msg_init_error(reply, req, -EINVAL, "device %s has no "
+                              "region %u", o->devid, a->region);
+        return;
+    }
+    r = &o->pdev->io_regions[a->region];
+    if ((a->size != 1 && a->size != 2 && a->size != 4 && a->size != 8) ||
+        offset >= r->size || a->size > r->size - offset) {
+        mpqemu_msg_init_error(reply, req, -EINVAL, "access of %u bytes at "
+                              "0x%" PRIx64 " is outside region %u (0x%"
+                              PRIx64 " bytes)", a->size, offset, a->region,
+                              (uint64_t)r->size);
+        return;
+    }
+    if (write && a->region == PCI_ROM_SLOT) {
+        mpqemu_msg_init_error(reply, req, -EPERM, "the expansion ROM is "
+                              "read-only");
+        return;
+    }
+
+    if (write) {
+        val = le64_to_cpu(a->value);
+        stn_le_p(buf, a->size, val);
+        res = address_space_write(remote_region_as(o, a->region), offset,
+                                  MEMTXATTRS_UNSPECIFIED, buf, a->size);
+    } else {
+        res = address_space_read(remote_region_as(o, a->region), offset,
+                                 MEMTXATTRS_UNSPECIFIED, buf, a->size);
+        val = ldn_le_p(buf, a->size);
+    }
+    trace_remote_object_bar_access(o->devid, write, a->region, offset,
+                                   a->size, val);
+    if (res != MEMTX_OK) {
+        mpqemu_msg_init_error(reply, req, -EIO, "device %s rejected the "
+                              "access at 0x%" PRIx64 " of region %u",
+                              o->devid, offset, a->region);
+        return;
+    }
+    mpqemu_msg_init_reply(reply, req, write ? 0 : sizeof(MPQemuValue));
+    if (!write) {
+        reply->u.value.value = cpu_to_le64(val);
+    }
+}
+
+static void remote_handle_memory_map(RemoteObject *o, MPQemuMsg *req,
+                                     MPQemuMsg *reply)
+{
+    Error *err = NULL;
+
+    if (!remote_memory_receive(&o->memory, req, &err)) {
+        mpqemu_msg_init_error(reply, req, -EINVAL, "%s",
+                              error_get_pretty(err));
+        error_free(err);
+        return;
+    }
+    mpqemu_msg_init_reply(reply, req, 0);
+}
+
+static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
+                                   MPQemuMsg *reply)
+{
+    trace_remote_object_request(o->devid, mpqemu_cmd_name(req->hdr.cmd),
+                                req->hdr.id);
+    if (!o->hello_done && req->hdr.cmd != MPQEMU_CMD_HELLO) {
+        mpqemu_msg_init_error(reply, req, -EPROTO, "%s before HELLO",
+                              mpqemu_cmd_name(req->hdr.cmd));
+        return;
+    }
+
+    switch (req->hdr.cmd) {
+    case MPQEMU_CMD_HELLO:
+        remote_handle_hello(o, req, reply);
+        break;
+    case MPQEMU_CMD_DEVICE_INFO:
+        remote_handle_device_info(o, req, reply);
+        break;
+    case MPQEMU_CMD_CONFIG_READ:
+    case MPQEMU_CMD_CONFIG_WRITE:
+        remote_handle_config(o, req, reply);
+        break;
+    case MPQEMU_CMD_BAR_READ:
+    case MPQEMU_CMD_BAR_WRITE:
+        remote_handle_bar(o, req, reply);
+        break;
+    case MPQEMU_CMD_MEMORY_MAP:
+        remote_handle_memory_map(o, req, reply);
+        break;
+    case MPQEMU_CMD_RESET:
+        device_cold_reset(DEVICE(o->pdev));
+        mpqemu_msg_init_reply(reply, req, 0);
+        break;
+    default:
+        mpqemu_msg_init_error(reply, req, -ENOTSUP, "%s is not a request",
+                              mpqemu_cmd_name(req->hdr.cmd));
+        break;
+    }
+}
+
+static void remote_object_readable(void *opaque)
+{
+    RemoteObject *o = opaque;
+    MPQemuMsg req, reply;
+    Error *err = NULL;
+
+    if (mpqemu_msg_recv(o->fd, &req, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
+        /* Without framing there is no way to answer: drop the connection */
+        error_report("x-remote-object %s: %s; closing the connection",
+                     o->devid, error_get_pretty(err));
+        remote_object_disconnect(o, error_get_pretty(err));
+        error_free(err);
+        return;
+    }
+
+    if (!mpqemu_msg_check(&req, MPQEMU_PEER_REMOTE, &err)) {
+        error_report("x-remote-object %s: rejected a message: %s",
+                     o->devid, error_get_pretty(err));
+        mpqemu_msg_init_error(&reply, &req, -EINVAL, "%s",
+                              error_get_pretty(err));
+        error_free(err);
+        err = NULL;
+        mpqemu_msg_close_fds(&req);
+    } else {
+        remote_object_dispatch(o, &req, &reply);
+        mpqemu_msg_close_fds(&req);
+    }
+
+    if (mpqemu_msg_send(o->fd, &reply, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
+        remote_object_disconnect(o, error_get_pretty(err));
+        error_free(err);
+    }
+}
+
+static void remote_object_attach(RemoteObject *o, int fd)
+{
+    qemu_socket_set_nonblock(fd);
+    o->fd = fd;
+    o->hello_done = false;
+    trace_remote_object_connected(o->devid);
+    qemu_set_fd_handler(fd, remote_object_readable, NULL, o);
+}
+
+static void remote_object_accept(void *opaque)
+{
+    RemoteObject *o = opaque;
+    int fd = qemu_accept(o->listen_fd, NULL, NULL);
+
+    if (fd < 0) {
+        return;
+    }
+    if (o->fd >= 0) {
+        warn_report("x-remote-object %s: refusing a second proxy "
+                    "connection on %s", o->devid, o->socket_path);
+        close(fd);
+        return;
+    }
+    remote_object_attach(o, fd);
+}
+
+static int remote_object_listen(RemoteObject *o, Error **errp)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    struct stat st;
+    int fd;
+
+    if (strlen(o->socket_path) >= sizeof(addr.sun_path)) {
+        error_setg(errp, "socket path '%s' is longer than %zu bytes",
+                   o->socket_path, sizeof(addr.sun_path) - 1);
+        return -1;
+    }
+    pstrcpy(addr.sun_path, sizeof(addr.sun_path), o->socket_path);
+    /* A socket left behind by an earlier run is replaced; files are not */
+    if (lstat(o->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        unlink(o->socket_path);
+    }
+    fd = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cannot create a socket");
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(fd, 1) < 0) {
+        error_setg_errno(errp, errno, "cannot listen on '%s'",
+                         o->socket_path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int remote_object_open_fd(RemoteObject *o, Error **errp)
+{
+    int type = 0, domain = 0;
+    socklen_t len = sizeof(int);
+    struct stat st;
+    int fd;
+
+    fd = monitor_fd_param(monitor_cur(), o->fd_str, errp);
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+        type != SOCK_STREAM || domain != AF_UNIX) {
+        error_setg(errp, "fd=%s is not a UNIX stream socket", o->fd_str);
+        error_append_hint(errp, "Pass one end of socketpair(AF_UNIX, "
+                          "SOCK_STREAM) here and the other end to the main "
+                          "QEMU's x-pci-proxy-dev, or use socket=PATH\n");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Find the device, then start serving its proxy */
+static bool remote_object_bind(RemoteObject *o, Error **errp)
+{
+    DeviceState *dev;
+    PCIDevice *pdev;
+
+    if (!object_dynamic_cast(qdev_get_machine(), TYPE_REMOTE_MACHINE)) {
+        error_setg(errp, "x-remote-object %s needs -machine x-remote",
+                   o->devid);
+        return false;
+    }
+    dev = qdev_find_recursive(sysbus_get_default(), o->devid);
+    if (!dev) {
+        error_setg(errp, "x-remote-object: devid '%s' names no device",
+                   o->devid);
+        error_append_hint(errp, "Create the device first, e.g. -device "
+                          "lsi53c895a,id=%s\n", o->devid);
+        return false;
+    }
+    pdev = (PCIDevice *)object_dynamic_cast(OBJECT(dev), TYPE_PCI_DEVICE);
+    if (!pdev) {
+        error_setg(errp, "x-remote-object: device '%s' is not a PCI device",
+                   o->devid);
+        return false;
+    }
+    o->host = remote_pcihost_of(pdev);
+    if (!o->host) {
+        error_setg(errp, "x-remote-object: device '%s' must sit on the "
+                   "remote machine's root bus", o->devid);
+        return false;
+    }
+    if (!remote_pcihost_bind_irq(o->host, pdev->devfn, remote_object_set_irq,
+                                 o, errp)) {
+        return false;
+    }
+    o->pdev = pdev;
+    remote_memory_init(&o->memory, OBJECT(o),
+                       remote_pcihost_dma_root(o->host, pdev->devfn));
+    return true;
+}
+
+static bool remote_object_start(RemoteObject *o, Error **errp)
+{
+    int fd;
+
+    if (!remote_object_bind(o, errp)) {
+        return false;
+    }
+    if (o->fd_str) {
+        fd = remote_object_open_fd(o, errp);
+        if (fd < 0) {
+            return false;
+        }
+        remote_object_attach(o, fd);
+    } else {
+        qemu_set_fd_handler(o->listen_fd, remote_object_accept, NULL, o);
+    }
+    return true;
+}
+
+static void remote_object_machine_done(Notifier *notifier, void *data)
+{
+    RemoteObject *o = container_of(notifier, RemoteObject, machine_done);
+
+    /* A command-line configuration error: nothing can run without it */
+    remote_object_start(o, &error_fatal);
+}
+
+static void remote_object_complete(UserCreatable *uc, Error **errp)
+{
+    RemoteObject *o = REMOTE_OBJECT(uc);
+
+    if (!o->devid) {
+        error_setg(errp, "x-remote-object needs devid=<id of the device to "
+                   "serve>");
+        return;
+    }
+    if (!!o->fd_str == !!o->socket_path) {
+        error_setg(errp, "x-remote-object needs exactly one of fd=<socket fd>"
+                   " and socket=<path> to reach its proxy");
+        return;
+    }
+    if (o->socket_path) {
+        /* Listen at once so that a proxy may connect as soon as it likes */
+        o->listen_fd = remote_object_listen(o, errp);
+        if (o->listen_fd < 0) {
+            return;
+        }
+    }
+
+    if (phase_check(PHASE_MACHINE_READY)) {
+        remote_object_start(o, errp);
+    } else {
+        o->machine_done.notify = remote_object_machine_done;
+        qemu_add_machine_init_done_notifier(&o->machine_done);
+    }
+}
+
+static bool remote_object_can_be_deleted(UserCreatable *uc)
+{
+    return REMOTE_OBJECT(uc)->fd < 0;
+}
+
+static void remote_object_instance_init(Object *obj)
+{
+    RemoteObject *o = REMOTE_OBJECT(obj);
+
+    o->fd = -1;
+    o->listen_fd = -1;
+}
+
+static void remote_object_finalize(Object *obj)
+{
+    RemoteObject *o = REMOTE_OBJECT(obj);
+
+    if (o->machine_done.notify) {
+        qemu_remove_machine_init_done_notifier(&o->machine_done);
+    }
+    if (o->listen_fd >= 0) {
+        qemu_set_fd_handler(o->listen_fd, NULL, NULL, NULL);
+        close(o->listen_fd);
+        unlink(o->socket_path);
+    }
+    if (o->pdev) {
+        remote_pcihost_unbind_irq(o->host, o->pdev->devfn);
+        remote_memory_clear(&o->memory);
+    }
+    for (int i = 0; i < MPQEMU_NUM_REGIONS; i++) {
+        if (o->region_as_ready[i]) {
+            address_space_destroy(&o->region_as[i]);
+        }
+    }
+    g_free(o->devid);
+    g_free(o->fd_str);
+    g_free(o->socket_path);
+}
+
+#define REMOTE_OBJECT_STR_PROP(field)                                       \
+    static char *remote_object_get_##field(Object *obj, Error **errp)       \
+    {                                                                       \
+        return g_strdup(REMOTE_OBJECT(obj)->field);                         \
+    }                                                                       \
+    static void remote_object_set_##field(Object *obj, const char *value,   \
+                                          Error **errp)                     \
+    {                                                                       \
+        RemoteObject *o = REMOTE_OBJECT(obj);                               \
+        g_free(o->field);                                                   \
+        o->field = g_strdup(value);                                         \
+    }
+
+REMOTE_OBJECT_STR_PROP(devid)
+REMOTE_OBJECT_STR_PROP(fd_str)
+REMOTE_OBJECT_STR_PROP(socket_path)
+
+static void remote_object_class_init(ObjectClass *oc, void *data)
+{
+    UserCreatableClass *ucc = USER_CREATABLE_CLASS(oc);
+
+    ucc->complete = remote_object_complete;
+    ucc->can_be_deleted = remote_object_can_be_deleted;
+
+    object_class_property_add_str(oc, "devid", remote_object_get_devid,
+                                  remote_object_set_devid);
+    object_class_property_set_description(oc, "devid",
+        "id of the PCI device (-device ...,id=) this object serves");
+    object_class_property_add_str(oc, "fd", remote_object_get_fd_str,
+                                  remote_object_set_fd_str);
+    object_class_property_set_description(oc, "fd",
+        "connected socket to the proxy: a number or a getfd name");
+    object_class_property_add_str(oc, "socket", remote_object_get_socket_path,
+                                  remote_object_set_socket_path);
+    object_class_property_set_description(oc, "socket",
+        "path of a UNIX socket to listen on for the proxy");
+}
+
+static const TypeInfo remote_object_info = {
+    .name = TYPE_REMOTE_OBJECT,
+    .parent = TYPE_OBJECT,
+    .instance_size = sizeof(RemoteObject),
+    .instance_init = remote_object_instance_init,
+    .instance_finalize = remote_object_finalize,
+    .class_init = remote_object_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { TYPE_USER_CREATABLE },
+        { },
+    },
+};
+
+static void remote_object_register_types(void)
+{
+    type_register_static(&remote_object_info);
+}
+
+type_init(remote_object_register_types)
+module_obj(TYPE_REMOTE_OBJECT);

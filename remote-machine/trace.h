@@ -1,0 +1,1 @@
+#include "trace/trace-mpqemu_remote_machine.h"
