@@ -39,7 +39,7 @@ $(BUILD)/.configure-stamp: $(BUILD)/.src-stamp qemu/configure-options
 # ninja decides what is stale; the bundle links let build/qemu-system-x86_64
 # find Debian's firmware when run from the build tree.
 qemu: $(BUILD)/.configure-stamp
-	ninja -C $(QBUILD) qemu-system-x86_64 modules
+	ninja -C $(QBUILD) qemu-system-x86_64 modules mpqemu-tests
 	for d in $(FIRMWARE_DIRS); do \
 	    mkdir -p $(QBUILD)/qemu-bundle$$(dirname $$d); \
 	    ln -sfn $$d $(QBUILD)/qemu-bundle$$d; done

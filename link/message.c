@@ -49,6 +49,17 @@ static const MPQemuCmdShape cmd_shape[MPQEMU_CMD__MAX] = {
     },
 };
 
+/* The sizes docs/protocol.md gives */
+QEMU_BUILD_BUG_ON(sizeof(MPQemuHeader) != 24);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuHello) != 80);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuDeviceInfo) != 120);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuConfigAccess) != 16);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuBarAccess) != 24);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuMemorySection) != 24);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuMemoryMap) > MPQEMU_MAX_PAYLOAD);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuSetIrq) != 8);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuError) != 264);
+
 const char *mpqemu_cmd_name(unsigned int cmd)
 {
     if (cmd < MPQEMU_CMD__MAX && cmd_shape[cmd].name) {
