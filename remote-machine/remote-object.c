@@ -310,11 +310,15 @@ static void remote_object_readable(void *opaque)
     RemoteObject *o = opaque;
     MPQemuMsg req, reply;
     Error *err = NULL;
+    int ret;
 
-    if (mpqemu_msg_recv(o->fd, &req, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
+    ret = mpqemu_msg_recv(o->fd, &req, REMOTE_IO_TIMEOUT_MS, &err);
+    if (ret < 0) {
         /* Without framing there is no way to answer: drop the connection */
-        error_report("x-remote-object %s: %s; closing the connection",
-                     o->devid, error_get_pretty(err));
+        if (ret != -EPIPE) {
+            error_report("x-remote-object %s: %s; closing the connection",
+                         o->devid, error_get_pretty(err));
+        }
         remote_object_disconnect(o, error_get_pretty(err));
         error_free(err);
         return;
