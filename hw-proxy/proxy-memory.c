@@ -141,6 +141,7 @@ static void proxy_memory_commit(MemoryListener *listener)
 bool proxy_memory_start(ProxyMemory *mem, ProxyLink *link,
                         const char *owner_id, Error **errp)
 {
+    ERRP_GUARD();
     mem->link = link;
     mem->owner_id = owner_id;
     mem->pending = g_array_new(false, false, sizeof(ProxyMemorySection));

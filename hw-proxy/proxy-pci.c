@@ -15,6 +15,7 @@
 #include "qemu/sockets.h"
 #include "qemu/bswap.h"
 #include "hw/qdev-properties.h"
+#include "hw/pci/msi.h"
 #include "migration/vmstate.h"
 #include "monitor/monitor.h"
 #include "proxy.h"
@@ -52,10 +53,22 @@ static void proxy_fail(void *opaque, const char *reason)
 static void proxy_notify(void *opaque, const MPQemuMsg *msg)
 {
     PCIProxyDev *dev = opaque;
-    int level = !!le32_to_cpu(msg->u.set_irq.level);
 
-    trace_proxy_set_irq(proxy_name(dev), level);
-    pci_set_irq(PCI_DEVICE(dev), level);
+    if (msg->hdr.cmd == MPQEMU_CMD_MSI) {
+        MSIMessage m = {
+            .address = le64_to_cpu(msg->u.msi.address),
+            .data = le32_to_cpu(msg->u.msi.data),
+        };
+
+        trace_proxy_msi(proxy_name(dev), m.address, m.data);
+        /* delivered as the device's own write, as in-process */
+        msi_send_message(PCI_DEVICE(dev), m);
+    } else {
+        int level = !!le32_to_cpu(msg->u.set_irq.level);
+
+        trace_proxy_set_irq(proxy_name(dev), level);
+        pci_set_irq(PCI_DEVICE(dev), level);
+    }
 }
 
 /* A request whose failure only costs the guest this access */
@@ -195,6 +208,7 @@ static const MemoryRegionOps proxy_region_ops = {
 
 static int proxy_open_fd(PCIProxyDev *dev, Error **errp)
 {
+    ERRP_GUARD();
     int type = 0, domain = 0;
     socklen_t len = sizeof(int);
     struct stat st;
@@ -204,7 +218,11 @@ static int proxy_open_fd(PCIProxyDev *dev, Error **errp)
     if (fd < 0) {
         return -1;
     }
-    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "fd=%s", dev->fd_str);
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode) ||
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
         getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
         type != SOCK_STREAM || domain != AF_UNIX) {
@@ -212,7 +230,10 @@ static int proxy_open_fd(PCIProxyDev *dev, Error **errp)
         error_append_hint(errp, "Pass one end of socketpair(AF_UNIX, "
                           "SOCK_STREAM) here and the other end to the remote "
                           "process's x-remote-object, or use socket=PATH\n");
-        close(fd);
+        /* ours to close, unless it is one of the standard streams */
+        if (fd > STDERR_FILENO) {
+            close(fd);
+        }
         return -1;
     }
     return fd;
@@ -220,6 +241,7 @@ static int proxy_open_fd(PCIProxyDev *dev, Error **errp)
 
 static int proxy_connect(PCIProxyDev *dev, Error **errp)
 {
+    ERRP_GUARD();
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     int fd;
 
@@ -248,6 +270,7 @@ static int proxy_connect(PCIProxyDev *dev, Error **errp)
 
 static bool proxy_hello(PCIProxyDev *dev, Error **errp)
 {
+    ERRP_GUARD();
     MPQemuMsg req, reply;
     uint32_t version;
 
@@ -255,8 +278,14 @@ static bool proxy_hello(PCIProxyDev *dev, Error **errp)
     req.u.hello.version = cpu_to_le32(MPQEMU_VERSION);
     req.u.hello.features = cpu_to_le64(MPQEMU_FEATURES_KNOWN);
     if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
-        error_append_hint(errp, "Both processes must run the same mpqemu "
-                          "build\n");
+        if (dev->failed) {
+            error_append_hint(errp, "Is the remote process running? Its "
+                              "own output says why it stopped\n");
+        } else {
+            /* it answered, and said no */
+            error_append_hint(errp, "Both processes must run the same "
+                              "mpqemu build\n");
+        }
         return false;
     }
     version = le32_to_cpu(reply.u.hello.version);
@@ -412,6 +441,7 @@ static void proxy_exit(PCIDevice *pdev)
 
     proxy_memory_stop(&dev->memory);
     proxy_link_close(&dev->link);
+    g_clear_pointer(&dev->link.broken, g_free);
 }
 
 static void proxy_reset(DeviceState *d)

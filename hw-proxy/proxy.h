@@ -21,10 +21,12 @@ typedef void ProxyFailFn(void *opaque, const char *reason);
 /* The request/reply channel to one remote device (proxy-rpc.c) */
 typedef struct ProxyLink {
     int fd;                 /* -1 once the link has failed or closed */
+    MPQemuRecvState rx;     /* a message that has partly arrived */
     uint64_t last_id;
     uint32_t timeout_ms;
     ProxyNotifyFn *notify;  /* notifications (SET_IRQ) */
     ProxyFailFn *fail;      /* called once, when the link breaks */
+    char *broken;           /* why it broke */
     void *opaque;
 } ProxyLink;
 

@@ -120,86 +120,74 @@ int mpqemu_msg_send(int fd, const MPQemuMsg *msg, int timeout_ms,
 }
 
 /*
- * Read exactly @len bytes into @buf. Descriptors that come along are
- * appended to @fds (at most MPQEMU_MAX_FDS; extras are closed and flagged
- * through *@excess). Returns the bytes read before EOF, or a negative errno.
+ * Read up to @len bytes into @buf without blocking. Descriptors that come
+ * along are added to @st (at most MPQEMU_MAX_FDS; extras are closed and
+ * flagged). Returns the bytes read, 0 at end of file, or a negative errno
+ * (-EAGAIN when nothing is there yet).
  */
-static ssize_t recv_exact(int fd, void *buf, size_t len, int *fds,
-                          unsigned int *nfds, bool *excess, int64_t deadline)
+static ssize_t recv_some(int fd, void *buf, size_t len, MPQemuRecvState *st)
 {
-    size_t got = 0;
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * MPQEMU_MAX_FDS)];
+    } control;
+    struct iovec iov = { buf, len };
+    struct msghdr mh = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control.buf,
+        .msg_controllen = sizeof(control.buf),
+    };
+    struct cmsghdr *cmsg;
+    ssize_t n;
 
-    while (got < len) {
-        union {
-            struct cmsghdr align;
-            char buf[CMSG_SPACE(sizeof(int) * MPQEMU_MAX_FDS)];
-        } control;
-        struct iovec iov = { (char *)buf + got, len - got };
-        struct msghdr mh = {
-            .msg_iov = &iov,
-            .msg_iovlen = 1,
-            .msg_control = control.buf,
-            .msg_controllen = sizeof(control.buf),
-        };
-        struct cmsghdr *cmsg;
-        ssize_t n;
-
+    do {
         n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (!wait_for(fd, POLLIN, deadline)) {
-                    return -ETIMEDOUT;
-                }
-                continue;
-            }
-            return -errno;
-        }
-        for (cmsg = CMSG_FIRSTHDR(&mh); cmsg; cmsg = CMSG_NXTHDR(&mh, cmsg)) {
-            int *in = (int *)CMSG_DATA(cmsg);
-            size_t count;
-
-            if (cmsg->cmsg_level != SOL_SOCKET ||
-                cmsg->cmsg_type != SCM_RIGHTS) {
-                continue;
-            }
-            count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; i++) {
-                if (*nfds < MPQEMU_MAX_FDS) {
-                    fds[(*nfds)++] = in[i];
-                } else {
-                    close(in[i]);
-                    *excess = true;
-                }
-            }
-        }
-        if (mh.msg_flags & MSG_CTRUNC) {
-            *excess = true;
-        }
-        if (n == 0) {
-            break;
-        }
-        got += n;
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
-    return got;
+    for (cmsg = CMSG_FIRSTHDR(&mh); cmsg; cmsg = CMSG_NXTHDR(&mh, cmsg)) {
+        int *in = (int *)CMSG_DATA(cmsg);
+        size_t count;
+
+        if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            if (st->nfds < MPQEMU_MAX_FDS) {
+                st->fds[st->nfds++] = in[i];
+            } else {
+                close(in[i]);
+                st->excess = true;
+            }
+        }
+    }
+    if (mh.msg_flags & MSG_CTRUNC) {
+        st->excess = true;
+    }
+    return n;
 }
 
-static int recv_fail(MPQemuMsg *msg, unsigned int nfds, int fd, int ret,
-                     Error **errp, const char *fmt, ...) G_GNUC_PRINTF(6, 7);
+void mpqemu_recv_state_reset(MPQemuRecvState *st)
+{
+    for (unsigned int i = 0; i < st->nfds; i++) {
+        close(st->fds[i]);
+    }
+    memset(st, 0, sizeof(*st));
+}
 
-static int recv_fail(MPQemuMsg *msg, unsigned int nfds, int fd, int ret,
-                     Error **errp, const char *fmt, ...)
+static int recv_fail(MPQemuRecvState *st, int fd, int ret, Error **errp,
+                     const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+
+static int recv_fail(MPQemuRecvState *st, int fd, int ret, Error **errp,
+                     const char *fmt, ...)
 {
     g_autofree char *reason = NULL;
     va_list ap;
 
-    for (unsigned int i = 0; i < nfds; i++) {
-        close(msg->fds[i]);
-    }
-    msg->hdr.num_fds = 0;
-
+    mpqemu_recv_state_reset(st);
     va_start(ap, fmt);
     reason = g_strdup_vprintf(fmt, ap);
     va_end(ap);
@@ -208,83 +196,123 @@ static int recv_fail(MPQemuMsg *msg, unsigned int nfds, int fd, int ret,
     return ret;
 }
 
-int mpqemu_msg_recv(int fd, MPQemuMsg *msg, int timeout_ms, Error **errp)
+/* The header is complete: check its framing before reading on */
+static int check_header(MPQemuRecvState *st, int fd, Error **errp)
+{
+    MPQemuHeader *h = &st->hdr;
+
+    h->magic = le32_to_cpu(st->wire.magic);
+    h->cmd = le16_to_cpu(st->wire.cmd);
+    h->flags = le16_to_cpu(st->wire.flags);
+    h->id = le64_to_cpu(st->wire.id);
+    h->size = le32_to_cpu(st->wire.size);
+    h->num_fds = le32_to_cpu(st->wire.num_fds);
+
+    if (h->magic != MPQEMU_MAGIC) {
+        return recv_fail(st, fd, -EPROTO, errp,
+                         "bad magic 0x%08x (not an mpqemu peer?)", h->magic);
+    }
+    if (h->size > MPQEMU_MAX_PAYLOAD) {
+        return recv_fail(st, fd, -EPROTO, errp,
+                         "%s declares a %u-byte payload (limit %d)",
+                         mpqemu_cmd_name(h->cmd), h->size, MPQEMU_MAX_PAYLOAD);
+    }
+    /* Descriptors travel with the first byte, so all are here by now */
+    if (st->excess || h->num_fds != st->nfds) {
+        return recv_fail(st, fd, -EPROTO, errp,
+                         "%s declares %u descriptors but %s%u arrived",
+                         mpqemu_cmd_name(h->cmd), h->num_fds,
+                         st->excess ? "more than " : "", st->nfds);
+    }
+    return 0;
+}
+
+static int recv_step(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
+                     Error **errp)
+{
+    const size_t hdr_len = sizeof(st->wire);
+
+    for (;;) {
+        bool in_header = st->got < hdr_len;
+        size_t total = hdr_len + (in_header ? 0 : st->hdr.size);
+        unsigned int nfds = st->nfds;
+        char *dst;
+        ssize_t n;
+        int ret;
+
+        if (!in_header && st->got == total) {
+            msg->hdr = st->hdr;
+            memcpy(msg->u.bytes, st->payload, st->hdr.size);
+            memcpy(msg->fds, st->fds, sizeof(int) * st->nfds);
+            memset(st, 0, sizeof(*st));
+            trace_mpqemu_msg_recv(fd, mpqemu_cmd_name(msg->hdr.cmd),
+                                  msg->hdr.flags, msg->hdr.id, msg->hdr.size,
+                                  msg->hdr.num_fds);
+            return 0;
+        }
+
+        dst = in_header ? (char *)&st->wire + st->got
+                        : (char *)st->payload + (st->got - hdr_len);
+        n = recv_some(fd, dst, total - st->got, st);
+        if (n == -EAGAIN) {
+            return -EAGAIN;
+        }
+        if (n < 0) {
+            return recv_fail(st, fd, n, errp, "receive failed: %s",
+                             strerror(-n));
+        }
+        if (n == 0) {
+            if (st->got == 0) {
+                return recv_fail(st, fd, -EPIPE, errp,
+                                 "connection closed by peer");
+            }
+            return recv_fail(st, fd, -EPROTO, errp, "connection closed in "
+                             "the middle of a message (%zu bytes in)",
+                             st->got);
+        }
+        if (!in_header && st->nfds != nfds) {
+            return recv_fail(st, fd, -EPROTO, errp, "descriptors arrived in "
+                             "the middle of %s", mpqemu_cmd_name(st->hdr.cmd));
+        }
+        st->got += n;
+        if (in_header && st->got == hdr_len) {
+            ret = check_header(st, fd, errp);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+}
+
+int mpqemu_msg_recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
+                            int timeout_ms, Error **errp)
 {
     int64_t deadline = deadline_after(timeout_ms);
-    MPQemuHeader wire;
-    unsigned int nfds = 0;
-    bool excess = false;
-    ssize_t n;
+    int ret;
 
-    msg->hdr.num_fds = 0;
-    n = recv_exact(fd, &wire, sizeof(wire), msg->fds, &nfds, &excess,
-                   deadline);
-    if (n == 0) {
-        return recv_fail(msg, nfds, fd, -EPIPE, errp,
-                         "connection closed by peer");
+    for (;;) {
+        ret = recv_step(fd, st, msg, errp);
+        if (ret != -EAGAIN) {
+            return ret;
+        }
+        if (!timeout_ms) {
+            return -EAGAIN;
+        }
+        if (!wait_for(fd, POLLIN, deadline)) {
+            error_setg(errp, st->got ? "message incomplete after %d ms"
+                                     : "no message within %d ms", timeout_ms);
+            return -ETIMEDOUT;
+        }
     }
-    if (n == -ETIMEDOUT) {
-        return recv_fail(msg, nfds, fd, -ETIMEDOUT, errp,
-                         "no message within %d ms", timeout_ms);
-    }
-    if (n < 0) {
-        return recv_fail(msg, nfds, fd, n, errp, "receive failed: %s",
-                         strerror(-n));
-    }
-    if (n < sizeof(wire)) {
-        return recv_fail(msg, nfds, fd, -EPROTO, errp,
-                         "connection closed after %zd of %zu header bytes",
-                         n, sizeof(wire));
-    }
+}
 
-    msg->hdr.magic = le32_to_cpu(wire.magic);
-    msg->hdr.cmd = le16_to_cpu(wire.cmd);
-    msg->hdr.flags = le16_to_cpu(wire.flags);
-    msg->hdr.id = le64_to_cpu(wire.id);
-    msg->hdr.size = le32_to_cpu(wire.size);
-    msg->hdr.num_fds = le32_to_cpu(wire.num_fds);
+int mpqemu_msg_recv(int fd, MPQemuMsg *msg, int timeout_ms, Error **errp)
+{
+    MPQemuRecvState st = { 0 };
+    int ret = mpqemu_msg_recv_partial(fd, &st, msg, timeout_ms, errp);
 
-    if (msg->hdr.magic != MPQEMU_MAGIC) {
-        return recv_fail(msg, nfds, fd, -EPROTO, errp,
-                         "bad magic 0x%08x (not an mpqemu peer?)",
-                         msg->hdr.magic);
+    if (ret < 0) {
+        mpqemu_recv_state_reset(&st);
     }
-    if (msg->hdr.size > MPQEMU_MAX_PAYLOAD) {
-        return recv_fail(msg, nfds, fd, -EPROTO, errp,
-                         "%s declares a %u-byte payload (limit %d)",
-                         mpqemu_cmd_name(msg->hdr.cmd), msg->hdr.size,
-                         MPQEMU_MAX_PAYLOAD);
-    }
-    if (excess || msg->hdr.num_fds != nfds) {
-        return recv_fail(msg, nfds, fd, -EPROTO, errp,
-                         "%s declares %u descriptors but %s%u arrived",
-                         mpqemu_cmd_name(msg->hdr.cmd), msg->hdr.num_fds,
-                         excess ? "more than " : "", nfds);
-    }
-
-    n = recv_exact(fd, msg->u.bytes, msg->hdr.size, msg->fds, &nfds, &excess,
-                   deadline);
-    if (n >= 0 && nfds != msg->hdr.num_fds) {
-        return recv_fail(msg, nfds, fd, -EPROTO, errp,
-                         "descriptors arrived in the middle of %s",
-                         mpqemu_cmd_name(msg->hdr.cmd));
-    }
-    if (n == -ETIMEDOUT) {
-        return recv_fail(msg, nfds, fd, -ETIMEDOUT, errp,
-                         "%s payload incomplete after %d ms",
-                         mpqemu_cmd_name(msg->hdr.cmd), timeout_ms);
-    }
-    if (n < 0) {
-        return recv_fail(msg, nfds, fd, n, errp, "receive failed: %s",
-                         strerror(-n));
-    }
-    if (n < msg->hdr.size) {
-        return recv_fail(msg, nfds, fd, -EPROTO, errp,
-                         "connection closed after %zd of %u payload bytes",
-                         n, msg->hdr.size);
-    }
-
-    trace_mpqemu_msg_recv(fd, mpqemu_cmd_name(msg->hdr.cmd), msg->hdr.flags,
-                          msg->hdr.id, msg->hdr.size, msg->hdr.num_fds);
-    return 0;
+    return ret;
 }

@@ -47,6 +47,19 @@ static const MPQemuCmdShape cmd_shape[MPQEMU_CMD__MAX] = {
         /* a notification from the remote: neither request nor reply */
         "SET_IRQ", -1, -1
     },
+    [MPQEMU_CMD_MSI] = {
+        "MSI", -1, -1
+    },
+};
+
+static bool mpqemu_cmd_is_notification(unsigned int cmd)
+{
+    return cmd == MPQEMU_CMD_SET_IRQ || cmd == MPQEMU_CMD_MSI;
+}
+
+static const int notification_size[MPQEMU_CMD__MAX] = {
+    [MPQEMU_CMD_SET_IRQ] = sizeof(MPQemuSetIrq),
+    [MPQEMU_CMD_MSI] = sizeof(MPQemuMsi),
 };
 
 /* The sizes docs/protocol.md gives */
@@ -58,6 +71,7 @@ QEMU_BUILD_BUG_ON(sizeof(MPQemuBarAccess) != 24);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuMemorySection) != 24);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuMemoryMap) > MPQEMU_MAX_PAYLOAD);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuSetIrq) != 8);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuMsi) != 16);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuError) != 264);
 
 const char *mpqemu_cmd_name(unsigned int cmd)
@@ -160,13 +174,13 @@ bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp)
         return false;
     }
 
-    if (h->cmd == MPQEMU_CMD_SET_IRQ) {
+    if (mpqemu_cmd_is_notification(h->cmd)) {
         if (receiver != MPQEMU_PEER_PROXY || h->flags || h->id) {
-            error_setg(errp, "SET_IRQ is a notification from the remote "
-                       "(no flags, id 0)");
+            error_setg(errp, "%s is a notification from the remote "
+                       "(no flags, id 0)", name);
             return false;
         }
-        expected = sizeof(MPQemuSetIrq);
+        expected = notification_size[h->cmd];
     } else if (receiver == MPQEMU_PEER_REMOTE) {
         if (is_reply) {
             error_setg(errp, "unexpected %s reply: a remote only receives "

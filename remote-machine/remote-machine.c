@@ -12,6 +12,7 @@
 #include "qom/object_interfaces.h"
 #include "hw/pci/pci_bus.h"
 #include "hw/pci/pci_device.h"
+#include "hw/pci/msi.h"
 #include "hw/pci/pcie_host.h"
 #include "hw/qdev-core.h"
 #include "hw/sysbus.h"
@@ -32,69 +33,43 @@ static void remote_pcihost_set_irq(void *opaque, int devfn, int level)
     RemoteSlot *slot = &host->slot[devfn];
 
     trace_remote_pcihost_set_irq(devfn, level);
-    if (slot->irq) {
-        slot->irq(slot->irq_opaque, level);
+    if (slot->owner) {
+        remote_object_set_irq(slot->owner, level);
     }
 }
 
-/* Lazily create the address space a device's DMA goes through */
-static AddressSpace *remote_pcihost_dma_as(PCIBus *bus, void *opaque,
-                                           int devfn)
+/* MSI and MSI-X messages go to the proxy, which delivers them in the guest */
+static void remote_pcihost_msi_trigger(PCIDevice *pdev, MSIMessage msg)
 {
-    RemotePCIHost *host = opaque;
-    RemoteSlot *slot = &host->slot[devfn];
+    RemotePCIHost *host = remote_pcihost_of(pdev);
 
-    if (!slot->dma_ready) {
-        g_autofree char *name = g_strdup_printf("remote-dma-%02x.%x",
-                                                PCI_SLOT(devfn),
-                                                PCI_FUNC(devfn));
-
-        memory_region_init(&slot->dma_root, OBJECT(host), name, UINT64_MAX);
-        /*
-         * Under the guest RAM its proxy sends, a device reaches the BARs of
-         * the devices in this process, as it would on the guest's bus (the
-         * LSI fetches SCRIPTS from its own RAM BAR this way).
-         */
-        memory_region_init_alias(&slot->pci_mem_alias, OBJECT(host),
-                                 "remote-pci-mem-alias", &host->pci_mem, 0,
-                                 UINT64_MAX);
-        memory_region_add_subregion_overlap(&slot->dma_root, 0,
-                                            &slot->pci_mem_alias, -1);
-        address_space_init(&slot->dma_as, &slot->dma_root, name);
-        slot->dma_ready = true;
-    }
-    return &slot->dma_as;
+    trace_remote_pcihost_msi(pdev->devfn, msg.address, msg.data);
+    remote_object_send_msi(host->slot[pdev->devfn].owner, msg);
 }
 
-static const PCIIOMMUOps remote_pcihost_iommu_ops = {
-    .get_address_space = remote_pcihost_dma_as,
-};
-
-MemoryRegion *remote_pcihost_dma_root(RemotePCIHost *host, int devfn)
+bool remote_pcihost_bind(RemotePCIHost *host, PCIDevice *pdev,
+                         RemoteObject *owner, Error **errp)
 {
-    remote_pcihost_dma_as(NULL, host, devfn);
-    return &host->slot[devfn].dma_root;
-}
+    RemoteSlot *slot = &host->slot[pdev->devfn];
 
-bool remote_pcihost_bind_irq(RemotePCIHost *host, int devfn, RemoteIrqFn *fn,
-                             void *opaque, Error **errp)
-{
-    RemoteSlot *slot = &host->slot[devfn];
-
-    if (slot->irq) {
+    if (slot->owner) {
         error_setg(errp, "the device at %02x.%x is already bound to another "
-                   "x-remote-object", PCI_SLOT(devfn), PCI_FUNC(devfn));
+                   "x-remote-object", PCI_SLOT(pdev->devfn),
+                   PCI_FUNC(pdev->devfn));
         return false;
     }
-    slot->irq = fn;
-    slot->irq_opaque = opaque;
+    slot->owner = owner;
+    slot->msi_trigger = pdev->msi_trigger;
+    pdev->msi_trigger = remote_pcihost_msi_trigger;
     return true;
 }
 
-void remote_pcihost_unbind_irq(RemotePCIHost *host, int devfn)
+void remote_pcihost_unbind(RemotePCIHost *host, PCIDevice *pdev)
 {
-    host->slot[devfn].irq = NULL;
-    host->slot[devfn].irq_opaque = NULL;
+    RemoteSlot *slot = &host->slot[pdev->devfn];
+
+    pdev->msi_trigger = slot->msi_trigger;
+    slot->owner = NULL;
 }
 
 RemotePCIHost *remote_pcihost_of(PCIDevice *pdev)
@@ -113,15 +88,15 @@ static void remote_pcihost_realize(DeviceState *dev, Error **errp)
     RemotePCIHost *host = REMOTE_PCIHOST(dev);
     PCIHostState *phb = PCI_HOST_BRIDGE(dev);
 
-    /* BARs live apart from guest RAM: devices only see it through DMA */
-    memory_region_init(&host->pci_mem, OBJECT(host), "remote-pci-mem",
-                       UINT64_MAX);
-    memory_region_init(&host->pci_io, OBJECT(host), "remote-pci-io", 64 * KiB);
-    phb->bus = pci_root_bus_new(dev, "remote-pci", &host->pci_mem,
-                                &host->pci_io, 0, TYPE_PCIE_BUS);
+    /*
+     * BARs are mapped in the system memory at the addresses the guest gives
+     * them, so that devices reach each other's BARs (and their own: the LSI
+     * fetches SCRIPTS from its RAM BAR) by DMA as they would in-process.
+     */
+    phb->bus = pci_root_bus_new(dev, "remote-pci", get_system_memory(),
+                                get_system_io(), 0, TYPE_PCIE_BUS);
     pci_bus_irqs(phb->bus, remote_pcihost_set_irq, host, PCI_DEVFN_MAX);
     pci_bus_map_irqs(phb->bus, remote_pcihost_map_irq);
-    pci_setup_iommu(phb->bus, &remote_pcihost_iommu_ops, host);
 }
 
 static void remote_pcihost_class_init(ObjectClass *klass, void *data)
@@ -133,11 +108,48 @@ static void remote_pcihost_class_init(ObjectClass *klass, void *data)
     dc->desc = "PCI host bridge of the x-remote machine";
 }
 
+/* DMA to an address that is neither shared guest RAM nor a BAR */
+static MemTxResult remote_dma_refused_read(void *opaque, hwaddr addr,
+                                           uint64_t *data, unsigned size,
+                                           MemTxAttrs attrs)
+{
+    trace_remote_dma_refused(0, addr, size);
+    *data = UINT64_MAX;
+    return MEMTX_DECODE_ERROR;
+}
+
+static MemTxResult remote_dma_refused_write(void *opaque, hwaddr addr,
+                                            uint64_t data, unsigned size,
+                                            MemTxAttrs attrs)
+{
+    trace_remote_dma_refused(1, addr, size);
+    return MEMTX_DECODE_ERROR;
+}
+
+static const MemoryRegionOps remote_dma_refused_ops = {
+    .read_with_attrs = remote_dma_refused_read,
+    .write_with_attrs = remote_dma_refused_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+        .unaligned = true,
+    },
+};
+
 static void remote_machine_init(MachineState *machine)
 {
     RemoteMachineState *s = REMOTE_MACHINE(machine);
     DeviceState *host = qdev_new(TYPE_REMOTE_PCIHOST);
 
+    memory_region_init_io(&s->dma_refused, OBJECT(machine),
+                          &remote_dma_refused_ops, s, "remote-dma-refused",
+                          UINT64_MAX);
+    memory_region_add_subregion_overlap(get_system_memory(), 0,
+                                        &s->dma_refused, INT_MIN);
+
+    /* Every MSI is forwarded to a main QEMU that can deliver it */
+    msi_nonbroken = true;
     object_property_add_child(OBJECT(machine), "remote-pcihost",
                               OBJECT(host));
     sysbus_realize_and_unref(SYS_BUS_DEVICE(host), &error_fatal);

@@ -10,6 +10,7 @@
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
+#include "qemu/timer.h"
 #include "qemu/module.h"
 #include "qemu/sockets.h"
 #include "qemu/bswap.h"
@@ -18,6 +19,7 @@
 #include "hw/pci/pci_device.h"
 #include "hw/pci/pci_host.h"
 #include "hw/sysbus.h"
+#include "exec/address-spaces.h"
 #include "monitor/monitor.h"
 #include "system/system.h"
 #include "remote.h"
@@ -38,6 +40,8 @@ struct RemoteObject {
 
     int listen_fd;
     int fd;                 /* the proxy's connection, -1 if none */
+    MPQemuRecvState rx;     /* a request that has partly arrived */
+    QEMUTimer *rx_timer;    /* ... and how long it may take to complete */
     bool hello_done;
     PCIDevice *pdev;
     RemotePCIHost *host;
@@ -47,6 +51,7 @@ struct RemoteObject {
     MemoryRegion region_guard[MPQEMU_NUM_REGIONS];
     AddressSpace region_as[MPQEMU_NUM_REGIONS];
     bool region_as_ready[MPQEMU_NUM_REGIONS];
+    MemoryRegion ram_root;      /* the guest RAM its proxy shares */
     RemoteMemory memory;
     Notifier machine_done;
 };
@@ -65,6 +70,8 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     qemu_set_fd_handler(o->fd, NULL, NULL, NULL);
     close(o->fd);
     o->fd = -1;
+    timer_del(o->rx_timer);
+    mpqemu_recv_state_reset(&o->rx);
     o->hello_done = false;
     remote_memory_clear(&o->memory);
     if (o->pdev) {
@@ -74,21 +81,38 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     remote_machine_peer_gone();
 }
 
-static void remote_object_set_irq(void *opaque, int level)
+static void remote_object_notify(RemoteObject *o, MPQemuMsg *msg)
 {
-    RemoteObject *o = opaque;
-    MPQemuMsg msg;
     Error *err = NULL;
 
     if (o->fd < 0) {
-        return;
+        return;     /* nobody to tell: the device is reset on disconnect */
     }
+    if (mpqemu_msg_send(o->fd, msg, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
+        error_report("x-remote-object %s: %s", o->devid,
+                     error_get_pretty(err));
+        remote_object_disconnect(o, error_get_pretty(err));
+        error_free(err);
+    }
+}
+
+void remote_object_set_irq(RemoteObject *o, int level)
+{
+    MPQemuMsg msg;
+
     mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
     msg.u.set_irq.level = cpu_to_le32(level);
-    if (mpqemu_msg_send(o->fd, &msg, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
-        error_report_err(err);
-        remote_object_disconnect(o, "cannot deliver an interrupt");
-    }
+    remote_object_notify(o, &msg);
+}
+
+void remote_object_send_msi(RemoteObject *o, MSIMessage m)
+{
+    MPQemuMsg msg;
+
+    mpqemu_msg_init(&msg, MPQEMU_CMD_MSI, 0, 0, sizeof(MPQemuMsi));
+    msg.u.msi.address = cpu_to_le64(m.address);
+    msg.u.msi.data = cpu_to_le32(m.data);
+    remote_object_notify(o, &msg);
 }
 
 static void remote_handle_hello(RemoteObject *o, MPQemuMsg *req,
@@ -305,42 +329,78 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
     }
 }
 
-static void remote_object_readable(void *opaque)
+static void remote_object_serve(RemoteObject *o, MPQemuMsg *req)
 {
-    RemoteObject *o = opaque;
-    MPQemuMsg req, reply;
+    MPQemuMsg reply;
     Error *err = NULL;
-    int ret;
 
-    ret = mpqemu_msg_recv(o->fd, &req, REMOTE_IO_TIMEOUT_MS, &err);
-    if (ret < 0) {
-        /* Without framing there is no way to answer: drop the connection */
-        if (ret != -EPIPE) {
-            error_report("x-remote-object %s: %s; closing the connection",
-                         o->devid, error_get_pretty(err));
-        }
-        remote_object_disconnect(o, error_get_pretty(err));
-        error_free(err);
-        return;
-    }
-
-    if (!mpqemu_msg_check(&req, MPQEMU_PEER_REMOTE, &err)) {
+    if (!mpqemu_msg_check(req, MPQEMU_PEER_REMOTE, &err)) {
         error_report("x-remote-object %s: rejected a message: %s",
                      o->devid, error_get_pretty(err));
-        mpqemu_msg_init_error(&reply, &req, -EINVAL, "%s",
+        mpqemu_msg_init_error(&reply, req, -EINVAL, "%s",
                               error_get_pretty(err));
         error_free(err);
         err = NULL;
-        mpqemu_msg_close_fds(&req);
     } else {
-        remote_object_dispatch(o, &req, &reply);
-        mpqemu_msg_close_fds(&req);
+        remote_object_dispatch(o, req, &reply);
     }
+    mpqemu_msg_close_fds(req);
 
     if (mpqemu_msg_send(o->fd, &reply, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
         remote_object_disconnect(o, error_get_pretty(err));
         error_free(err);
     }
+}
+
+/*
+ * Serve every request that has arrived whole, without ever waiting for the
+ * rest of one: a slow or hostile proxy must not stall this process's main
+ * loop (and the other devices it serves). A request left incomplete for
+ * too long ends the connection.
+ */
+static void remote_object_readable(void *opaque)
+{
+    RemoteObject *o = opaque;
+    MPQemuMsg req;
+    Error *err = NULL;
+    int ret;
+
+    while (o->fd >= 0) {
+        ret = mpqemu_msg_recv_partial(o->fd, &o->rx, &req, 0, &err);
+        if (ret == -EAGAIN) {
+            break;
+        }
+        if (ret < 0) {
+            /* Without framing there is no way to answer: drop the link */
+            if (ret != -EPIPE) {
+                error_report("x-remote-object %s: %s; closing the "
+                             "connection", o->devid, error_get_pretty(err));
+            }
+            remote_object_disconnect(o, error_get_pretty(err));
+            error_free(err);
+            return;
+        }
+        remote_object_serve(o, &req);
+    }
+
+    if (o->fd < 0) {
+        return;
+    }
+    if (!o->rx.got) {
+        timer_del(o->rx_timer);
+    } else if (!timer_pending(o->rx_timer)) {
+        timer_mod(o->rx_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                               REMOTE_IO_TIMEOUT_MS);
+    }
+}
+
+static void remote_object_rx_timeout(void *opaque)
+{
+    RemoteObject *o = opaque;
+
+    error_report("x-remote-object %s: a request stayed incomplete for %d ms;"
+                 " closing the connection", o->devid, REMOTE_IO_TIMEOUT_MS);
+    remote_object_disconnect(o, "incomplete request");
 }
 
 static void remote_object_attach(RemoteObject *o, int fd)
@@ -402,6 +462,7 @@ static int remote_object_listen(RemoteObject *o, Error **errp)
 
 static int remote_object_open_fd(RemoteObject *o, Error **errp)
 {
+    ERRP_GUARD();
     int type = 0, domain = 0;
     socklen_t len = sizeof(int);
     struct stat st;
@@ -411,7 +472,11 @@ static int remote_object_open_fd(RemoteObject *o, Error **errp)
     if (fd < 0) {
         return -1;
     }
-    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "fd=%s", o->fd_str);
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode) ||
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
         getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
         type != SOCK_STREAM || domain != AF_UNIX) {
@@ -419,7 +484,10 @@ static int remote_object_open_fd(RemoteObject *o, Error **errp)
         error_append_hint(errp, "Pass one end of socketpair(AF_UNIX, "
                           "SOCK_STREAM) here and the other end to the main "
                           "QEMU's x-pci-proxy-dev, or use socket=PATH\n");
-        close(fd);
+        /* ours to close, unless it is one of the standard streams */
+        if (fd > STDERR_FILENO) {
+            close(fd);
+        }
         return -1;
     }
     return fd;
@@ -428,6 +496,7 @@ static int remote_object_open_fd(RemoteObject *o, Error **errp)
 /* Find the device, then start serving its proxy */
 static bool remote_object_bind(RemoteObject *o, Error **errp)
 {
+    ERRP_GUARD();
     DeviceState *dev;
     PCIDevice *pdev;
 
@@ -456,13 +525,15 @@ static bool remote_object_bind(RemoteObject *o, Error **errp)
                    "remote machine's root bus", o->devid);
         return false;
     }
-    if (!remote_pcihost_bind_irq(o->host, pdev->devfn, remote_object_set_irq,
-                                 o, errp)) {
+    if (!remote_pcihost_bind(o->host, pdev, o, errp)) {
         return false;
     }
     o->pdev = pdev;
-    remote_memory_init(&o->memory, OBJECT(o),
-                       remote_pcihost_dma_root(o->host, pdev->devfn));
+    /* Several proxies of one VM share the same RAM: their maps coincide */
+    memory_region_init(&o->ram_root, OBJECT(o), "guest-ram", UINT64_MAX);
+    memory_region_add_subregion_overlap(get_system_memory(), 0, &o->ram_root,
+                                        REMOTE_GUEST_RAM_PRIORITY);
+    remote_memory_init(&o->memory, OBJECT(o), &o->ram_root);
     return true;
 }
 
@@ -534,6 +605,8 @@ static void remote_object_instance_init(Object *obj)
 
     o->fd = -1;
     o->listen_fd = -1;
+    o->rx_timer = timer_new_ms(QEMU_CLOCK_REALTIME, remote_object_rx_timeout,
+                               o);
 }
 
 static void remote_object_finalize(Object *obj)
@@ -543,14 +616,16 @@ static void remote_object_finalize(Object *obj)
     if (o->machine_done.notify) {
         qemu_remove_machine_init_done_notifier(&o->machine_done);
     }
+    timer_free(o->rx_timer);
     if (o->listen_fd >= 0) {
         qemu_set_fd_handler(o->listen_fd, NULL, NULL, NULL);
         close(o->listen_fd);
         unlink(o->socket_path);
     }
     if (o->pdev) {
-        remote_pcihost_unbind_irq(o->host, o->pdev->devfn);
+        remote_pcihost_unbind(o->host, o->pdev);
         remote_memory_clear(&o->memory);
+        memory_region_del_subregion(get_system_memory(), &o->ram_root);
     }
     for (int i = 0; i < MPQEMU_NUM_REGIONS; i++) {
         if (o->region_as_ready[i]) {

@@ -10,6 +10,7 @@
 
 #include "hw/boards.h"
 #include "hw/pci/pci.h"
+#include "hw/pci/msi.h"
 #include "hw/pci/pci_host.h"
 #include "mpqemu/channel.h"
 
@@ -22,23 +23,15 @@ OBJECT_DECLARE_SIMPLE_TYPE(RemotePCIHost, REMOTE_PCIHOST)
 #define TYPE_REMOTE_OBJECT "x-remote-object"
 OBJECT_DECLARE_SIMPLE_TYPE(RemoteObject, REMOTE_OBJECT)
 
-typedef void RemoteIrqFn(void *opaque, int level);
-
 /* What a device at one devfn is connected to */
 typedef struct RemoteSlot {
-    MemoryRegion dma_root;      /* its view of guest RAM, filled by its proxy */
-    MemoryRegion pci_mem_alias; /* ... over the BARs of this process's devices */
-    AddressSpace dma_as;
-    bool dma_ready;
-    RemoteIrqFn *irq;           /* where its INTx goes, once bound */
-    void *irq_opaque;
+    RemoteObject *owner;        /* serves the device: gets its INTx and MSIs */
+    MSITriggerFunc *msi_trigger;    /* the device's own, while bound */
 } RemoteSlot;
 
 struct RemotePCIHost {
     PCIHostState parent_obj;
 
-    MemoryRegion pci_mem;
-    MemoryRegion pci_io;
     RemoteSlot slot[PCI_DEVFN_MAX];
 };
 
@@ -46,21 +39,27 @@ struct RemoteMachineState {
     MachineState parent_obj;
 
     RemotePCIHost *host;
+    MemoryRegion dma_refused;   /* under everything in the system memory */
     bool auto_shutdown;
 };
 
+/*
+ * Guest RAM that proxies share is mapped into the system memory at its
+ * guest physical addresses, with priority over the BARs, as in-process.
+ */
+#define REMOTE_GUEST_RAM_PRIORITY 2
+
 /* remote-machine.c */
 RemotePCIHost *remote_pcihost_of(PCIDevice *pdev);
-MemoryRegion *remote_pcihost_dma_root(RemotePCIHost *host, int devfn);
-bool remote_pcihost_bind_irq(RemotePCIHost *host, int devfn, RemoteIrqFn *fn,
-                             void *opaque, Error **errp);
-void remote_pcihost_unbind_irq(RemotePCIHost *host, int devfn);
+bool remote_pcihost_bind(RemotePCIHost *host, PCIDevice *pdev,
+                         RemoteObject *owner, Error **errp);
+void remote_pcihost_unbind(RemotePCIHost *host, PCIDevice *pdev);
 void remote_machine_peer_gone(void);
 
 /* remote-memory.c: guest RAM sections a proxy shared with one device */
 typedef struct RemoteMemory {
     Object *owner;
-    MemoryRegion *root;         /* the device's DMA address space root */
+    MemoryRegion *root;         /* a container in the system memory */
     GPtrArray *current;         /* MemoryRegion *, mapped now */
     GPtrArray *pending;         /* MemoryRegion *, of the map being received */
     bool receiving;
@@ -72,5 +71,7 @@ void remote_memory_clear(RemoteMemory *mem);
 
 /* remote-object.c */
 bool remote_object_has_peer(RemoteObject *o);
+void remote_object_set_irq(RemoteObject *o, int level);
+void remote_object_send_msi(RemoteObject *o, MSIMessage msg);
 
 #endif

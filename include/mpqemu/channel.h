@@ -22,6 +22,7 @@ typedef struct MPQemuMsg {
         MPQemuValue value;
         MPQemuMemoryMap memory;
         MPQemuSetIrq set_irq;
+        MPQemuMsi msi;
         MPQemuError error;
     } u;
     int fds[MPQEMU_MAX_FDS];
@@ -57,6 +58,33 @@ bool mpqemu_reply_ok(const MPQemuMsg *reply, Error **errp);
  */
 int mpqemu_msg_send(int fd, const MPQemuMsg *msg, int timeout_ms,
                     Error **errp);
+
+/*
+ * A message being received a piece at a time: lets a reader that must not
+ * block (a main-loop handler) pick up where it left off.
+ */
+typedef struct MPQemuRecvState {
+    MPQemuHeader wire;      /* as received */
+    MPQemuHeader hdr;       /* decoded, once the header is complete */
+    uint8_t payload[MPQEMU_MAX_PAYLOAD];
+    size_t got;             /* bytes received so far, header included */
+    int fds[MPQEMU_MAX_FDS];
+    unsigned int nfds;
+    bool excess;            /* more descriptors arrived than fit */
+} MPQemuRecvState;
+
+/* Forget a partial message, closing descriptors that came with it */
+void mpqemu_recv_state_reset(MPQemuRecvState *st);
+
+/*
+ * Continue receiving into @st; once a message is whole, move it to @msg and
+ * return 0. With @timeout_ms 0, return -EAGAIN at once if it is not whole
+ * yet (@st keeps what arrived); otherwise wait up to @timeout_ms and return
+ * -ETIMEDOUT. Other errors are those of mpqemu_msg_recv(), after which @st
+ * is reset.
+ */
+int mpqemu_msg_recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
+                            int timeout_ms, Error **errp);
 
 /*
  * Receive one message from @fd, waiting at most @timeout_ms. Returns 0 or:

@@ -31,6 +31,7 @@ typedef enum MPQemuCmd {
     MPQEMU_CMD_MEMORY_MAP   = 7,    /* proxy -> remote, request, carries fds */
     MPQEMU_CMD_RESET        = 8,    /* proxy -> remote, request */
     MPQEMU_CMD_SET_IRQ      = 9,    /* remote -> proxy, notification */
+    MPQEMU_CMD_MSI          = 10,   /* remote -> proxy, notification */
     MPQEMU_CMD__MAX,
 } MPQemuCmd;
 
@@ -124,6 +125,13 @@ typedef struct QEMU_PACKED MPQemuSetIrq {
     uint32_t level;         /* 0 or 1: the device's INTx line */
     uint32_t reserved;
 } MPQemuSetIrq;
+
+/* MPQEMU_CMD_MSI notification: a message the device signals (MSI or MSI-X) */
+typedef struct QEMU_PACKED MPQemuMsi {
+    uint64_t address;
+    uint32_t data;
+    uint32_t reserved;
+} MPQemuMsi;
 
 /* Payload of a reply with MPQEMU_FLAG_ERROR */
 #define MPQEMU_ERROR_MSG_MAX    256

@@ -1,0 +1,1821 @@
+/*
+ * mpqemu protocol robustness test: sends truncated, oversized, unknown and
+ * out-of-range messages to each side of the link and checks that both
+ * survive and report the error.
+ *
+ * - "remote" cases talk to a real remote process (x-remote machine serving
+ *   an lsi53c895a) while the test plays the proxy;
+ * - "proxy" cases run a main QEMU with an x-pci-proxy-dev while a thread of
+ *   the test plays the remote and answers a BAR read badly;
+ * - "startup" cases check that a version mismatch stops the main QEMU.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/bswap.h"
+#include "qemu/cutils.h"
+#include "qemu/memfd.h"
+#include "qemu/sockets.h"
+#include "qobject/qdict.h"
+#include "hw/pci/pci_regs.h"
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+#include "mpqemu/channel.h"
+#include "mpqemu-qtest.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+/* How long the test waits for any answer before calling it missing */
+#define IO_TIMEOUT_MS           5000
+
+/* The device the remote cases talk to: an LSI 53C895A */
+#define LSI_ID                  0x00121000u     /* device 0x12, vendor 0x1000 */
+#define LSI_SCNTL0_RESET        0xc0            /* register 0 after reset */
+
+/* ------------------------------------------------------------------------ */
+/* Helpers shared by both sides                                             */
+/* ------------------------------------------------------------------------ */
+
+static bool send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        p += n;
+        len -= n;
+    }
+    return true;
+}
+
+/* Send @len bytes with @nfds descriptors attached to the first byte */
+static bool send_with_fds(int fd, const void *buf, size_t len,
+                          const int *fds, int nfds)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 16)];
+    } control;
+    struct iovec iov = { (void *)buf, len };
+    struct msghdr mh = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control.buf,
+        .msg_controllen = CMSG_SPACE(sizeof(int) * nfds),
+    };
+    struct cmsghdr *cmsg;
+    ssize_t n;
+
+    g_assert_cmpint(nfds, >, 0);
+    g_assert_cmpint(nfds, <=, 16);
+    memset(&control, 0, sizeof(control));
+    cmsg = CMSG_FIRSTHDR(&mh);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+    do {
+        n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n == len;
+}
+
+/* A header as it travels on the wire (little-endian) */
+static void wire_header(MPQemuHeader *h, uint32_t magic, uint16_t cmd,
+                        uint16_t flags, uint64_t id, uint32_t size,
+                        uint32_t num_fds)
+{
+    h->magic = cpu_to_le32(magic);
+    h->cmd = cpu_to_le16(cmd);
+    h->flags = cpu_to_le16(flags);
+    h->id = cpu_to_le64(id);
+    h->size = cpu_to_le32(size);
+    h->num_fds = cpu_to_le32(num_fds);
+}
+
+/*
+ * A descriptor whose closing can be observed: returns the write end of a
+ * pipe to pass to a peer and keeps the read end in *@probe. Once every
+ * copy of the write end is closed, the read end reports end-of-file.
+ */
+static int probe_fd_new(int *probe)
+{
+    int p[2];
+
+    g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
+    *probe = p[0];
+    return p[1];
+}
+
+/* True if every copy of the probe's write end got closed within @ms */
+static bool probe_fd_closed(int probe, int ms)
+{
+    struct pollfd pfd = { .fd = probe, .events = POLLIN };
+    bool closed = false;
+    char c;
+
+    if (poll(&pfd, 1, ms) == 1 && (pfd.revents & (POLLIN | POLLHUP))) {
+        closed = read(probe, &c, 1) == 0;
+    }
+    close(probe);
+    return closed;
+}
+
+static void check_alive(QTestState *qts)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    QDict *ret;
+
+    g_assert_nonnull(resp);
+    g_assert_true(qdict_haskey(resp, "return"));
+    ret = qdict_get_qdict(resp, "return");
+    g_assert_nonnull(ret);
+    g_assert_nonnull(qdict_get_try_str(ret, "status"));
+    qobject_unref(resp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Remote side: the test is the proxy                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct Remote {
+    char *dir;
+    char *sock;
+    QTestState *qts;
+    int fd;
+    uint64_t id;            /* id of the next request */
+} Remote;
+
+static void remote_connect(Remote *r)
+{
+    g_assert_cmpint(r->fd, <, 0);
+    r->fd = mpqemu_connect(r->sock);
+    g_assert_cmpint(r->fd, >=, 0);
+    r->id = 1;
+}
+
+static void remote_start(Remote *r)
+{
+    r->dir = mpqemu_tmp_dir();
+    r->sock = g_build_filename(r->dir, "remote.sock", NULL);
+    r->qts = mpqemu_start_remote(r->sock, "lsi1", "-device lsi53c895a,id=lsi1");
+    r->fd = -1;
+    remote_connect(r);
+}
+
+static void send_msg(int fd, const MPQemuMsg *msg)
+{
+    Error *err = NULL;
+    int ret = mpqemu_msg_send(fd, msg, IO_TIMEOUT_MS, &err);
+
+    if (ret < 0) {
+        g_test_message("send failed: %s", error_get_pretty(err));
+        error_free(err);
+    }
+    g_assert_cmpint(ret, ==, 0);
+}
+
+static void recv_msg(int fd, MPQemuMsg *msg)
+{
+    Error *err = NULL;
+    int ret = mpqemu_msg_recv(fd, msg, IO_TIMEOUT_MS, &err);
+
+    if (ret < 0) {
+        g_test_message("no reply: %s", error_get_pretty(err));
+        error_free(err);
+    }
+    g_assert_cmpint(ret, ==, 0);
+    g_assert_cmpuint(msg->hdr.num_fds, ==, 0);
+}
+
+/*
+ * The peer must close the connection without answering, and promptly: not
+ * after waiting out a timeout for bytes that will never come.
+ */
+static void expect_closed(int fd)
+{
+    MPQemuMsg msg;
+    Error *err = NULL;
+    int64_t start = g_get_monotonic_time();
+    int ret = mpqemu_msg_recv(fd, &msg, IO_TIMEOUT_MS, &err);
+    int64_t elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+
+    if (ret == 0) {
+        g_test_message("unexpected %s message instead of a close",
+                       mpqemu_cmd_name(msg.hdr.cmd));
+        mpqemu_msg_close_fds(&msg);
+    } else {
+        g_test_message("connection ended: %s", error_get_pretty(err));
+        error_free(err);
+    }
+    g_assert_cmpint(ret, ==, -EPIPE);
+    g_assert_cmpint(elapsed_ms, <, 3000);
+}
+
+/* A successful reply to @req with a payload of @size bytes */
+static void expect_reply(int fd, const MPQemuMsg *req, MPQemuMsg *reply,
+                         uint32_t size)
+{
+    recv_msg(fd, reply);
+    if (reply->hdr.flags & MPQEMU_FLAG_ERROR) {
+        g_test_message("%s refused: %.*s", mpqemu_cmd_name(req->hdr.cmd),
+                       (int)sizeof(reply->u.error.message),
+                       reply->u.error.message);
+    }
+    g_assert_cmphex(reply->hdr.flags, ==, MPQEMU_FLAG_REPLY);
+    g_assert_cmpuint(reply->hdr.id, ==, req->hdr.id);
+    g_assert_cmpuint(reply->hdr.cmd, ==, req->hdr.cmd);
+    g_assert_cmpuint(reply->hdr.size, ==, size);
+    g_assert_true(mpqemu_msg_check(reply, MPQEMU_PEER_PROXY, &error_abort));
+}
+
+/*
+ * Send @req and expect an error reply to it; returns the error message.
+ * @req is sent as it is, so it may carry any command, flags or size.
+ */
+static char *expect_error(int fd, const MPQemuMsg *req)
+{
+    MPQemuMsg reply;
+    size_t len;
+
+    send_msg(fd, req);
+    recv_msg(fd, &reply);
+    g_assert_cmphex(reply.hdr.flags, ==, MPQEMU_FLAG_REPLY | MPQEMU_FLAG_ERROR);
+    g_assert_cmpuint(reply.hdr.id, ==, req->hdr.id);
+    g_assert_cmpuint(reply.hdr.cmd, ==, req->hdr.cmd);
+    g_assert_cmpuint(reply.hdr.size, ==, sizeof(MPQemuError));
+    g_assert_cmpint((int32_t)le32_to_cpu(reply.u.error.code), <, 0);
+    len = strnlen(reply.u.error.message, sizeof(reply.u.error.message));
+    g_assert_cmpuint(len, >, 0);
+    g_assert_cmpuint(len, <, sizeof(reply.u.error.message));
+    g_test_message("%s (cmd %u) refused: %s", mpqemu_cmd_name(req->hdr.cmd),
+                   req->hdr.cmd, reply.u.error.message);
+    return g_strdup(reply.u.error.message);
+}
+
+static void expect_error_free(int fd, const MPQemuMsg *req)
+{
+    g_free(expect_error(fd, req));
+}
+
+static void init_hello(MPQemuMsg *m, uint64_t id, uint32_t version)
+{
+    mpqemu_msg_init(m, MPQEMU_CMD_HELLO, 0, id, sizeof(MPQemuHello));
+    m->u.hello.version = cpu_to_le32(version);
+    m->u.hello.features = cpu_to_le64(MPQEMU_FEATURES_KNOWN);
+}
+
+static void init_config(MPQemuMsg *m, MPQemuCmd cmd, uint64_t id,
+                        uint32_t offset, uint32_t len, uint32_t value)
+{
+    mpqemu_msg_init(m, cmd, 0, id, sizeof(MPQemuConfigAccess));
+    m->u.config.offset = cpu_to_le32(offset);
+    m->u.config.len = cpu_to_le32(len);
+    m->u.config.value = cpu_to_le32(value);
+}
+
+static void init_bar(MPQemuMsg *m, MPQemuCmd cmd, uint64_t id,
+                     uint8_t region, uint64_t offset, uint8_t size,
+                     uint64_t value)
+{
+    mpqemu_msg_init(m, cmd, 0, id, sizeof(MPQemuBarAccess));
+    m->u.bar.offset = cpu_to_le64(offset);
+    m->u.bar.value = cpu_to_le64(value);
+    m->u.bar.region = region;
+    m->u.bar.size = size;
+}
+
+static void remote_hello(Remote *r)
+{
+    MPQemuMsg req, reply;
+
+    init_hello(&req, r->id++, MPQEMU_VERSION);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, sizeof(MPQemuHello));
+    g_assert_cmpuint(le32_to_cpu(reply.u.hello.version), ==, MPQEMU_VERSION);
+    g_assert_cmpstr(reply.u.hello.devid, ==, "lsi1");
+}
+
+static uint64_t remote_config_read(Remote *r, uint32_t offset, uint32_t len)
+{
+    MPQemuMsg req, reply;
+
+    init_config(&req, MPQEMU_CMD_CONFIG_READ, r->id++, offset, len, 0);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, sizeof(MPQemuValue));
+    return le64_to_cpu(reply.u.value.value);
+}
+
+static uint64_t remote_bar_read(Remote *r, uint8_t region, uint64_t offset,
+                                uint8_t size)
+{
+    MPQemuMsg req, reply;
+
+    init_bar(&req, MPQEMU_CMD_BAR_READ, r->id++, region, offset, size, 0);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, sizeof(MPQemuValue));
+    return le64_to_cpu(reply.u.value.value);
+}
+
+/* The connection still serves requests */
+static void remote_check_works(Remote *r)
+{
+    g_assert_cmphex(remote_config_read(r, 0, 4), ==, LSI_ID);
+}
+
+/* Close the connection so that the remote sees it before a new one comes */
+static void remote_drop(Remote *r)
+{
+    g_assert_cmpint(shutdown(r->fd, SHUT_WR), ==, 0);
+    expect_closed(r->fd);
+    close(r->fd);
+    r->fd = -1;
+}
+
+/* The connection is gone: the process lives on and takes a new one */
+static void remote_check_recovers(Remote *r)
+{
+    close(r->fd);
+    r->fd = -1;
+    check_alive(r->qts);
+    remote_connect(r);
+    remote_hello(r);
+    remote_check_works(r);
+}
+
+static void remote_stop(Remote *r)
+{
+    if (r->fd >= 0) {
+        remote_drop(r);
+    }
+    check_alive(r->qts);
+    qtest_quit(r->qts);
+    g_free(r->sock);
+    mpqemu_tmp_free(r->dir);
+}
+
+/* (1) requests before HELLO */
+static void test_remote_before_hello(void)
+{
+    Remote r;
+    MPQemuMsg req;
+    g_autofree char *msg = NULL;
+
+    remote_start(&r);
+
+    init_config(&req, MPQEMU_CMD_CONFIG_READ, r.id++, 0, 4, 0);
+    msg = expect_error(r.fd, &req);
+    g_assert_nonnull(strstr(msg, "HELLO"));
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_DEVICE_INFO, 0, r.id++, 0);
+    expect_error_free(r.fd, &req);
+    init_bar(&req, MPQEMU_CMD_BAR_READ, r.id++, 1, 0, 1, 0);
+    expect_error_free(r.fd, &req);
+    init_bar(&req, MPQEMU_CMD_BAR_WRITE, r.id++, 2, 0, 4, 0x1234);
+    expect_error_free(r.fd, &req);
+    mpqemu_msg_init(&req, MPQEMU_CMD_RESET, 0, r.id++, 0);
+    expect_error_free(r.fd, &req);
+
+    /* none of this spoils the handshake */
+    remote_hello(&r);
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/* (2) HELLO with a version the remote does not speak */
+static void test_remote_hello_version(void)
+{
+    static const uint32_t bad[] = { 77, 0, MPQEMU_VERSION + 1, UINT32_MAX };
+    Remote r;
+    MPQemuMsg req;
+
+    remote_start(&r);
+
+    for (int i = 0; i < ARRAY_SIZE(bad); i++) {
+        g_autofree char *msg = NULL;
+        g_autofree char *theirs = g_strdup_printf("\\b%u\\b", bad[i]);
+        g_autofree char *ours = g_strdup_printf("\\b%d\\b", MPQEMU_VERSION);
+
+        init_hello(&req, r.id++, bad[i]);
+        msg = expect_error(r.fd, &req);
+        /* the message names the version asked for and the one spoken */
+        g_assert_true(g_regex_match_simple(theirs, msg, 0, 0));
+        g_assert_true(g_regex_match_simple(ours, msg, 0, 0));
+
+        /* and the handshake did not happen */
+        init_config(&req, MPQEMU_CMD_CONFIG_READ, r.id++, 0, 4, 0);
+        expect_error_free(r.fd, &req);
+    }
+
+    remote_hello(&r);
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/* (3) well-formed requests get the device's answers */
+static void test_remote_valid(void)
+{
+    static const struct {
+        uint64_t size;
+        uint32_t flags;
+    } lsi_regions[MPQEMU_NUM_REGIONS] = {
+        { 256, MPQEMU_REGION_IO }, { 1024, 0 }, { 8192, 0 },
+    };
+    Remote r;
+    MPQemuMsg req, reply;
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    g_assert_cmphex(remote_config_read(&r, 0, 4), ==, LSI_ID);
+    g_assert_cmphex(remote_config_read(&r, 0, 2), ==, LSI_ID & 0xffff);
+    g_assert_cmphex(remote_config_read(&r, 2, 1), ==, (LSI_ID >> 16) & 0xff);
+    g_assert_cmphex(remote_config_read(&r, 3, 1), ==, LSI_ID >> 24);
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_DEVICE_INFO, 0, r.id++, 0);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, sizeof(MPQemuDeviceInfo));
+    g_assert_cmpuint(le32_to_cpu(reply.u.device_info.config_size), ==, 256);
+    for (int i = 0; i < MPQEMU_NUM_REGIONS; i++) {
+        g_assert_cmpuint(le64_to_cpu(reply.u.device_info.region[i].size), ==,
+                         lsi_regions[i].size);
+        g_assert_cmphex(le32_to_cpu(reply.u.device_info.region[i].flags), ==,
+                        lsi_regions[i].flags);
+    }
+
+    g_assert_cmphex(remote_bar_read(&r, 1, 0, 1), ==, LSI_SCNTL0_RESET);
+    g_assert_cmphex(remote_bar_read(&r, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+
+    /* script RAM (BAR2) keeps what is written to it */
+    init_bar(&req, MPQEMU_CMD_BAR_WRITE, r.id++, 2, 0x100, 4, 0xdeadbeef);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+    g_assert_cmphex(remote_bar_read(&r, 2, 0x100, 4), ==, 0xdeadbeef);
+    g_assert_cmphex(remote_bar_read(&r, 2, 0x1ffc, 4), ==, 0);
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_RESET, 0, r.id++, 0);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+
+    /* a second proxy is turned away; the first one is not disturbed */
+    {
+        int second = mpqemu_connect(r.sock);
+
+        g_assert_cmpint(second, >=, 0);
+        expect_closed(second);
+        close(second);
+    }
+
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/* (4) command numbers the protocol does not define */
+static void test_remote_unknown_cmd(void)
+{
+    static const unsigned int cmds[] = { 200, 0, MPQEMU_CMD__MAX, 0xffff };
+    Remote r;
+    MPQemuMsg req;
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    for (int i = 0; i < ARRAY_SIZE(cmds); i++) {
+        mpqemu_msg_init(&req, (MPQemuCmd)cmds[i], 0, r.id++, 0);
+        expect_error_free(r.fd, &req);
+        mpqemu_msg_init(&req, (MPQemuCmd)cmds[i], 0, r.id++, 16);
+        expect_error_free(r.fd, &req);
+        remote_check_works(&r);
+    }
+
+    /* SET_IRQ is a notification of the remote's, never a request to it */
+    mpqemu_msg_init(&req, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+    expect_error_free(r.fd, &req);
+    mpqemu_msg_init(&req, MPQEMU_CMD_SET_IRQ, 0, r.id++,
+                    sizeof(MPQemuSetIrq));
+    expect_error_free(r.fd, &req);
+
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/* (5) known commands with the wrong payload size or stray descriptors */
+static void test_remote_bad_size(void)
+{
+    static const struct {
+        MPQemuCmd cmd;
+        uint32_t size;
+    } cases[] = {
+        { MPQEMU_CMD_CONFIG_READ, sizeof(MPQemuConfigAccess) - 8 },
+        { MPQEMU_CMD_CONFIG_READ, sizeof(MPQemuConfigAccess) + 1 },
+        { MPQEMU_CMD_CONFIG_READ, MPQEMU_MAX_PAYLOAD },
+        { MPQEMU_CMD_CONFIG_WRITE, 0 },
+        { MPQEMU_CMD_BAR_READ, 0 },
+        { MPQEMU_CMD_BAR_WRITE, sizeof(MPQemuBarAccess) - 1 },
+        { MPQEMU_CMD_DEVICE_INFO, 4 },
+        { MPQEMU_CMD_RESET, 16 },
+        { MPQEMU_CMD_HELLO, sizeof(MPQemuHello) - 1 },
+        { MPQEMU_CMD_MEMORY_MAP, 4 },
+        { MPQEMU_CMD_MEMORY_MAP, offsetof(MPQemuMemoryMap, section) + 1 },
+    };
+    Remote r;
+    MPQemuMsg req;
+    int probe;
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    for (int i = 0; i < ARRAY_SIZE(cases); i++) {
+        mpqemu_msg_init(&req, cases[i].cmd, 0, r.id++, cases[i].size);
+        if (cases[i].cmd == MPQEMU_CMD_CONFIG_READ) {
+            req.u.config.len = cpu_to_le32(4);
+        }
+        expect_error_free(r.fd, &req);
+        remote_check_works(&r);
+    }
+
+    /* a descriptor on a command that takes none is refused and closed */
+    init_config(&req, MPQEMU_CMD_CONFIG_READ, r.id++, 0, 4, 0);
+    req.hdr.num_fds = 1;
+    req.fds[0] = probe_fd_new(&probe);
+    expect_error_free(r.fd, &req);
+    close(req.fds[0]);
+    g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/* (6) accesses outside config space or the BARs */
+static void test_remote_out_of_range(void)
+{
+    static const struct {
+        uint32_t offset, len;
+    } config[] = {
+        { 4096, 4 }, { 256, 1 }, { 254, 4 }, { 255, 2 }, { 0, 3 }, { 0, 0 },
+        { 0, 8 }, { UINT32_MAX, 1 }, { UINT32_MAX - 1, 4 },
+    };
+    static const struct {
+        uint8_t region;
+        uint64_t offset;
+        uint8_t size;
+    } bar[] = {
+        { 9, 0, 4 }, { 7, 0, 4 }, { 255, 0, 1 },        /* no such region */
+        { 3, 0, 4 }, { 4, 0, 4 }, { 5, 0, 4 }, { 6, 0, 4 },   /* no BAR */
+        { 0, 256, 1 }, { 0, 252, 8 }, { 1, 1024, 4 }, { 1, 1022, 4 },
+        { 2, 8192, 4 }, { 2, 8188, 8 }, { 2, UINT64_MAX, 1 },
+        { 2, UINT64_MAX - 3, 8 },                       /* beyond the BAR */
+        { 1, 0, 3 }, { 1, 0, 16 }, { 1, 0, 0 }, { 2, 0, 255 },   /* size */
+    };
+    Remote r;
+    MPQemuMsg req;
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    for (int i = 0; i < ARRAY_SIZE(config); i++) {
+        init_config(&req, MPQEMU_CMD_CONFIG_READ, r.id++, config[i].offset,
+                    config[i].len, 0);
+        expect_error_free(r.fd, &req);
+        init_config(&req, MPQEMU_CMD_CONFIG_WRITE, r.id++, config[i].offset,
+                    config[i].len, 0xffffffff);
+        expect_error_free(r.fd, &req);
+    }
+    remote_check_works(&r);
+
+    for (int i = 0; i < ARRAY_SIZE(bar); i++) {
+        init_bar(&req, MPQEMU_CMD_BAR_READ, r.id++, bar[i].region,
+                 bar[i].offset, bar[i].size, 0);
+        expect_error_free(r.fd, &req);
+        init_bar(&req, MPQEMU_CMD_BAR_WRITE, r.id++, bar[i].region,
+                 bar[i].offset, bar[i].size, 0x5a5a5a5a);
+        expect_error_free(r.fd, &req);
+    }
+    remote_check_works(&r);
+
+    /* the refused writes did not land: the last bytes of BAR2 are intact */
+    g_assert_cmphex(remote_bar_read(&r, 2, 8184, 8), ==, 0);
+    g_assert_cmphex(remote_bar_read(&r, 1, 0, 1), ==, LSI_SCNTL0_RESET);
+    remote_stop(&r);
+}
+
+/* One MEMORY_MAP message; fds[] must have nr_fds entries */
+static void init_map(MPQemuMsg *m, uint64_t id, uint32_t flags,
+                     uint32_t nr_sections, const MPQemuMemorySection *s,
+                     const int *fds, uint32_t nr_fds)
+{
+    mpqemu_msg_init(m, MPQEMU_CMD_MEMORY_MAP, 0, id,
+                    offsetof(MPQemuMemoryMap, section) +
+                    nr_sections * sizeof(MPQemuMemorySection));
+    m->u.memory.flags = cpu_to_le32(flags);
+    m->u.memory.nr_sections = cpu_to_le32(nr_sections);
+    for (uint32_t i = 0; i < nr_sections; i++) {
+        m->u.memory.section[i].gpa = cpu_to_le64(s[i].gpa);
+        m->u.memory.section[i].size = cpu_to_le64(s[i].size);
+        m->u.memory.section[i].offset = cpu_to_le64(s[i].offset);
+    }
+    m->hdr.num_fds = nr_fds;
+    for (uint32_t i = 0; i < nr_fds; i++) {
+        m->fds[i] = fds[i];
+    }
+}
+
+static void map_expect_ok(Remote *r, uint32_t flags, uint32_t nr,
+                          const MPQemuMemorySection *s, const int *fds)
+{
+    MPQemuMsg req, reply;
+
+    init_map(&req, r->id++, flags, nr, s, fds, nr);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, 0);
+}
+
+static void map_expect_error(Remote *r, uint32_t flags, uint32_t nr,
+                             const MPQemuMemorySection *s, const int *fds,
+                             uint32_t nr_fds)
+{
+    MPQemuMsg req;
+
+    init_map(&req, r->id++, flags, nr, s, fds, nr_fds);
+    expect_error_free(r->fd, &req);
+}
+
+/* (7) guest memory maps */
+static void test_remote_memory_map(void)
+{
+    const uint32_t FL = MPQEMU_MEMORY_FIRST | MPQEMU_MEMORY_LAST;
+    const uint64_t page = qemu_real_host_page_size();
+    const uint64_t MiB2 = 2 * 1024 * 1024;
+    const MPQemuMemorySection whole = { .gpa = 0, .size = MiB2 };
+    const MPQemuMemorySection half[2] = {
+        { .gpa = 0, .size = MiB2 / 2, .offset = 0 },
+        { .gpa = 0x100000000ULL, .size = MiB2 / 2, .offset = MiB2 / 2 },
+    };
+    const MPQemuMemorySection overlap[2] = {
+        { .gpa = 0, .size = MiB2 / 2 },
+        { .gpa = MiB2 / 4, .size = MiB2 / 2, .offset = MiB2 / 2 },
+    };
+    const MPQemuMemorySection unaligned[] = {
+        { .gpa = page / 2, .size = page },
+        { .gpa = 0, .size = page + 1 },
+        { .gpa = 0, .size = page, .offset = 1 },
+        { .gpa = 0, .size = 0 },
+        { .gpa = -page, .size = 2 * page },                 /* wraps */
+    };
+    const MPQemuMemorySection too_big[] = {
+        { .gpa = 0, .size = 2 * MiB2 },
+        { .gpa = 0, .size = MiB2, .offset = MiB2 / 2 },
+        { .gpa = 0, .size = page, .offset = MiB2 },
+        { .gpa = 0, .size = page, .offset = -page },
+    };
+    Remote r;
+    int memfd, fds[2], probe;
+
+    remote_start(&r);
+    remote_hello(&r);
+    memfd = qemu_memfd_create("mpqemu-protocol-test", MiB2, false, 0, 0,
+                              &error_abort);
+    g_assert_cmpint(memfd, >=, 0);
+    fds[0] = fds[1] = memfd;
+
+    /* a valid map first, then a valid map in two parts */
+    map_expect_ok(&r, FL, 1, &whole, fds);
+    map_expect_ok(&r, MPQEMU_MEMORY_FIRST, 1, &half[0], fds);
+    map_expect_ok(&r, MPQEMU_MEMORY_LAST, 1, &half[1], fds);
+    map_expect_ok(&r, FL, 0, NULL, NULL);                 /* the empty map */
+
+    /* sections and descriptors that do not match */
+    map_expect_error(&r, FL, 2, half, fds, 1);
+    map_expect_error(&r, FL, 1, &whole, fds, 2);
+    map_expect_error(&r, FL, 1, &whole, NULL, 0);
+    map_expect_error(&r, FL, 0, NULL, fds, 1);
+    remote_check_works(&r);
+
+    /* a descriptor that is not shareable memory, which must be closed */
+    fds[0] = probe_fd_new(&probe);
+    map_expect_error(&r, FL, 1, &whole, fds, 1);
+    close(fds[0]);
+    g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+    fds[0] = memfd;
+
+    /* ... also when it follows a good section in the same message */
+    fds[1] = probe_fd_new(&probe);
+    map_expect_error(&r, FL, 2, half, fds, 2);
+    close(fds[1]);
+    g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+    fds[1] = memfd;
+
+    for (int i = 0; i < ARRAY_SIZE(unaligned); i++) {
+        map_expect_error(&r, FL, 1, &unaligned[i], fds, 1);
+    }
+    for (int i = 0; i < ARRAY_SIZE(too_big); i++) {
+        map_expect_error(&r, FL, 1, &too_big[i], fds, 1);
+    }
+    map_expect_error(&r, FL, 2, overlap, fds, 2);
+    map_expect_error(&r, FL, 2, (MPQemuMemorySection[]) {whole, whole},
+                     fds, 2);
+    map_expect_error(&r, FL | 4, 1, &whole, fds, 1);     /* unknown flag */
+    remote_check_works(&r);
+
+    /* a continuation without a first part */
+    map_expect_error(&r, MPQEMU_MEMORY_LAST, 1, &whole, fds, 1);
+    map_expect_error(&r, 0, 1, &whole, fds, 1);
+
+    /* a broken part drops the map being received, whole */
+    map_expect_ok(&r, MPQEMU_MEMORY_FIRST, 1, &half[0], fds);
+    map_expect_error(&r, 0, 1, &overlap[1], fds, 1);
+    map_expect_error(&r, MPQEMU_MEMORY_LAST, 1, &half[1], fds, 1);
+
+    /* ... and an overlap with an earlier part of the same map is caught */
+    map_expect_ok(&r, MPQEMU_MEMORY_FIRST, 1, &overlap[0], fds);
+    map_expect_error(&r, MPQEMU_MEMORY_LAST, 1, &overlap[1], fds, 1);
+
+    /* a map of more sections than MPQEMU_MAX_MAP_SECTIONS */
+    {
+        int eight[MPQEMU_MAX_SECTIONS];
+        MPQemuMemorySection s[MPQEMU_MAX_SECTIONS];
+        uint64_t gpa = 0;
+        int parts = MPQEMU_MAX_MAP_SECTIONS / MPQEMU_MAX_SECTIONS;
+
+        for (int i = 0; i < MPQEMU_MAX_SECTIONS; i++) {
+            eight[i] = memfd;
+        }
+        for (int part = 0; part < parts; part++) {
+            for (int i = 0; i < MPQEMU_MAX_SECTIONS; i++) {
+                s[i] = (MPQemuMemorySection) { .gpa = gpa, .size = page };
+                gpa += 2 * page;
+            }
+            map_expect_ok(&r, part ? 0 : MPQEMU_MEMORY_FIRST,
+                          MPQEMU_MAX_SECTIONS, s, eight);
+        }
+        s[0] = (MPQemuMemorySection) { .gpa = gpa, .size = page };
+        map_expect_error(&r, MPQEMU_MEMORY_LAST, 1, s, eight, 1);
+        remote_check_works(&r);
+    }
+
+    /* after all this, a valid map is still taken */
+    map_expect_ok(&r, FL, 1, &whole, fds);
+    remote_check_works(&r);
+
+    close(memfd);
+    remote_stop(&r);
+}
+
+/* (8) a header declaring more payload than any message may carry */
+static void test_remote_oversized(void)
+{
+    static const uint32_t sizes[] = { 1024 * 1024, MPQEMU_MAX_PAYLOAD + 1,
+                                      UINT32_MAX };
+    Remote r;
+    MPQemuHeader h;
+
+    remote_start(&r);
+
+    for (int i = 0; i < ARRAY_SIZE(sizes); i++) {
+        remote_hello(&r);
+        wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_CONFIG_READ, 0, r.id++,
+                    sizes[i], 0);
+        g_assert_true(send_all(r.fd, &h, sizeof(h)));
+        expect_closed(r.fd);
+        remote_check_recovers(&r);
+    }
+
+    /* before HELLO too */
+    wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_HELLO, 0, r.id++, 1024 * 1024, 0);
+    g_assert_true(send_all(r.fd, &h, sizeof(h)));
+    expect_closed(r.fd);
+    remote_check_recovers(&r);
+    remote_stop(&r);
+}
+
+/* (9) messages cut short */
+static void test_remote_truncated(void)
+{
+    Remote r;
+    MPQemuHeader h;
+    MPQemuConfigAccess payload = { .len = cpu_to_le32(4) };
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    /* half a header, then the connection goes away */
+    wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_CONFIG_READ, 0, r.id++,
+                sizeof(payload), 0);
+    g_assert_true(send_all(r.fd, &h, sizeof(h) / 2));
+    close(r.fd);
+    r.fd = -1;
+    check_alive(r.qts);
+    remote_connect(&r);
+    remote_hello(&r);
+    remote_check_works(&r);
+
+    /* half a header, then only the end of the stream */
+    g_assert_true(send_all(r.fd, &h, sizeof(h) / 2));
+    g_assert_cmpint(shutdown(r.fd, SHUT_WR), ==, 0);
+    expect_closed(r.fd);
+    remote_check_recovers(&r);
+
+    /* a whole header and half its payload */
+    wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_CONFIG_READ, 0, r.id++,
+                sizeof(payload), 0);
+    g_assert_true(send_all(r.fd, &h, sizeof(h)));
+    g_assert_true(send_all(r.fd, &payload, sizeof(payload) / 2));
+    g_assert_cmpint(shutdown(r.fd, SHUT_WR), ==, 0);
+    expect_closed(r.fd);
+    remote_check_recovers(&r);
+
+    /* a header that promises a descriptor which never comes */
+    wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_RESET, 0, r.id++, 0, 1);
+    g_assert_true(send_all(r.fd, &h, sizeof(h)));
+    expect_closed(r.fd);
+    remote_check_recovers(&r);
+
+    remote_stop(&r);
+}
+
+/*
+ * (9b) a message that stops in the middle and stays incomplete: waiting
+ * for the rest must not stop the remote from doing anything else.
+ */
+static void test_remote_partial_stall(void)
+{
+    Remote r;
+    MPQemuHeader h;
+    int64_t start, elapsed_ms;
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_CONFIG_READ, 0, r.id++,
+                sizeof(MPQemuConfigAccess), 0);
+    g_assert_true(send_all(r.fd, &h, sizeof(h) / 2));
+    g_usleep(50 * 1000);        /* let the remote start on it */
+    start = g_get_monotonic_time();
+    check_alive(r.qts);
+    elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+    g_test_message("QMP answered after %" PRId64 " ms", elapsed_ms);
+
+    /* then the message is cut off: the remote drops the connection */
+    g_assert_cmpint(shutdown(r.fd, SHUT_WR), ==, 0);
+    expect_closed(r.fd);
+    remote_check_recovers(&r);
+    remote_stop(&r);
+
+    if (elapsed_ms >= 2000) {
+        /* not fatal, so that the tests after this one still run */
+        g_test_message("FAIL: the remote's monitor was stuck for %" PRId64
+                       " ms behind half a message", elapsed_ms);
+        g_test_fail();
+    }
+}
+
+/* (10) bytes that are not an mpqemu message */
+static void test_remote_bad_magic(void)
+{
+    Remote r;
+    MPQemuHeader h;
+    int probe, passfd;
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    wire_header(&h, 0x4d505132, MPQEMU_CMD_CONFIG_READ, 0, r.id++,
+                sizeof(MPQemuConfigAccess), 0);
+    g_assert_true(send_all(r.fd, &h, sizeof(h)));
+    expect_closed(r.fd);
+    remote_check_recovers(&r);
+
+    /* before HELLO, with zeros */
+    memset(&h, 0, sizeof(h));
+    g_assert_true(send_all(r.fd, &h, sizeof(h)));
+    expect_closed(r.fd);
+    remote_check_recovers(&r);
+
+    /* a descriptor the header does not declare: dropped and closed */
+    wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_RESET, 0, r.id++, 0, 0);
+    passfd = probe_fd_new(&probe);
+    g_assert_true(send_with_fds(r.fd, &h, sizeof(h), &passfd, 1));
+    close(passfd);
+    expect_closed(r.fd);
+    g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+    remote_check_recovers(&r);
+
+    /* more descriptors than any message carries: all of them closed */
+    {
+        int many[MPQEMU_MAX_FDS + 1];
+
+        passfd = probe_fd_new(&probe);
+        for (int i = 0; i < ARRAY_SIZE(many); i++) {
+            many[i] = passfd;
+        }
+        wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_MEMORY_MAP, 0, r.id++, 0,
+                    ARRAY_SIZE(many));
+        g_assert_true(send_with_fds(r.fd, &h, sizeof(h), many,
+                                    ARRAY_SIZE(many)));
+        close(passfd);
+        expect_closed(r.fd);
+        g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+        remote_check_recovers(&r);
+    }
+
+    remote_stop(&r);
+}
+
+/* (11) flags a request must not carry, and id 0 */
+static void test_remote_bad_flags(void)
+{
+    static const uint16_t flags[] = {
+        MPQEMU_FLAG_REPLY, MPQEMU_FLAG_ERROR,
+        MPQEMU_FLAG_REPLY | MPQEMU_FLAG_ERROR, 1u << 2, 0x8000,
+    };
+    Remote r;
+    MPQemuMsg req;
+
+    remote_start(&r);
+    remote_hello(&r);
+
+    for (int i = 0; i < ARRAY_SIZE(flags); i++) {
+        init_config(&req, MPQEMU_CMD_CONFIG_READ, r.id++, 0, 4, 0);
+        req.hdr.flags = flags[i];
+        expect_error_free(r.fd, &req);
+    }
+    /* a reply to a request the remote never sent, shaped as a reply */
+    mpqemu_msg_init(&req, MPQEMU_CMD_CONFIG_READ, MPQEMU_FLAG_REPLY, r.id++,
+                    sizeof(MPQemuValue));
+    expect_error_free(r.fd, &req);
+    mpqemu_msg_init(&req, MPQEMU_CMD_HELLO, MPQEMU_FLAG_REPLY, r.id++,
+                    sizeof(MPQemuHello));
+    expect_error_free(r.fd, &req);
+
+    init_config(&req, MPQEMU_CMD_CONFIG_READ, 0, 0, 4, 0);
+    expect_error_free(r.fd, &req);
+
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Proxy side: the test is the remote                                       */
+/* ------------------------------------------------------------------------ */
+
+/* How the fake remote answers the first BAR_READ */
+typedef enum BadReply {
+    REPLY_OK,
+    REPLY_WRONG_ID,
+    REPLY_WRONG_CMD,
+    REPLY_UNKNOWN_CMD,
+    REPLY_OVERSIZED,
+    REPLY_TRUNCATED,
+    REPLY_SHORT,            /* a success reply with a short payload */
+    REPLY_ERROR_BAD_SIZE,
+    REPLY_WITH_FD,
+    REPLY_GARBAGE,
+    REPLY_AS_REQUEST,       /* the reply lacks MPQEMU_FLAG_REPLY */
+    REPLY_UNSOLICITED,      /* a good reply, then one nobody asked for */
+    REPLY_BAD_IRQ,          /* a malformed SET_IRQ, then a good reply */
+    REPLY_IRQ_FIRST,        /* a good SET_IRQ, then a good reply */
+    REPLY_VALID_ERROR,
+    REPLY_SILENT,
+    REPLY_IRQ_FLOOD,        /* SET_IRQ after SET_IRQ, but no reply */
+} BadReply;
+
+/* How long REPLY_IRQ_FLOOD keeps sending notifications */
+#define FAKE_FLOOD_MS       3000
+
+#define FAKE_BAR_SIZE       4096
+#define FAKE_VENDOR         0x1234
+#define FAKE_DEVICE         0x5678
+#define FAKE_IDLE_MS        20000
+
+/* What a BAR_READ answered properly returns */
+static uint32_t fake_bar_value(uint64_t offset)
+{
+    return 0xb0a00000u | (uint32_t)offset;
+}
+
+typedef struct FakeRemote {
+    char *dir;
+    char *path;
+    int listen_fd;
+    GThread *thread;
+
+    /* set before the thread starts */
+    BadReply bad;
+    uint32_t hello_version;
+    bool hello_refuse;
+    uint64_t bar_size;      /* what DEVICE_INFO reports for BAR0 */
+    int probe;              /* REPLY_WITH_FD: read end of the pipe */
+
+    /* owned by the thread */
+    uint8_t config[256];
+    uint64_t last_id;
+
+    /* shared, under lock */
+    GMutex lock;
+    GCond cond;
+    unsigned int requests;
+    unsigned int bar_reads;
+    unsigned int bar_writes;
+    bool done;              /* the connection is over */
+    GString *errors;        /* what the fake did not expect */
+} FakeRemote;
+
+static void G_GNUC_PRINTF(2, 3) fake_error(FakeRemote *f, const char *fmt,
+                                           ...)
+{
+    va_list ap;
+
+    g_mutex_lock(&f->lock);
+    va_start(ap, fmt);
+    g_string_append_vprintf(f->errors, fmt, ap);
+    va_end(ap);
+    g_string_append(f->errors, "; ");
+    g_mutex_unlock(&f->lock);
+}
+
+static bool fake_send(FakeRemote *f, int fd, const MPQemuMsg *msg)
+{
+    Error *err = NULL;
+
+    if (mpqemu_msg_send(fd, msg, IO_TIMEOUT_MS, &err) < 0) {
+        fake_error(f, "sending %s: %s", mpqemu_cmd_name(msg->hdr.cmd),
+                   error_get_pretty(err));
+        error_free(err);
+        return false;
+    }
+    return true;
+}
+
+/* Answer the first BAR_READ as the test asked; false: stop serving */
+static bool fake_bad_bar_read(FakeRemote *f, int fd, const MPQemuMsg *req,
+                              MPQemuMsg *reply)
+{
+    uint64_t offset = le64_to_cpu(req->u.bar.offset);
+    uint64_t id = req->hdr.id;
+    MPQemuHeader h;
+    uint8_t junk[64];
+
+    switch (f->bad) {
+    case REPLY_WRONG_ID:
+        /* the id of the request the proxy would send next */
+        mpqemu_msg_init(reply, MPQEMU_CMD_BAR_READ, MPQEMU_FLAG_REPLY, id + 1,
+                        sizeof(MPQemuValue));
+        break;
+    case REPLY_WRONG_CMD:
+        mpqemu_msg_init(reply, MPQEMU_CMD_CONFIG_READ, MPQEMU_FLAG_REPLY, id,
+                        sizeof(MPQemuValue));
+        break;
+    case REPLY_UNKNOWN_CMD:
+        mpqemu_msg_init(reply, (MPQemuCmd)200, MPQEMU_FLAG_REPLY, id,
+                        sizeof(MPQemuValue));
+        break;
+    case REPLY_SHORT:
+        mpqemu_msg_init(reply, MPQEMU_CMD_BAR_READ, MPQEMU_FLAG_REPLY, id, 4);
+        break;
+    case REPLY_ERROR_BAD_SIZE:
+        mpqemu_msg_init(reply, MPQEMU_CMD_BAR_READ,
+                        MPQEMU_FLAG_REPLY | MPQEMU_FLAG_ERROR, id,
+                        sizeof(MPQemuValue));
+        reply->u.value.value = cpu_to_le64(fake_bar_value(offset));
+        return fake_send(f, fd, reply);
+    case REPLY_WITH_FD:
+        mpqemu_msg_init_reply(reply, req, sizeof(MPQemuValue));
+        reply->hdr.num_fds = 1;
+        reply->fds[0] = probe_fd_new(&f->probe);
+        if (!fake_send(f, fd, reply)) {
+            return false;
+        }
+        close(reply->fds[0]);
+        return true;
+    case REPLY_AS_REQUEST:
+        mpqemu_msg_init(reply, MPQEMU_CMD_BAR_READ, 0, id,
+                        sizeof(MPQemuValue));
+        break;
+    case REPLY_OVERSIZED:
+        wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_BAR_READ, MPQEMU_FLAG_REPLY,
+                    id, 1024 * 1024, 0);
+        if (!send_all(fd, &h, sizeof(h))) {
+            fake_error(f, "cannot send the oversized header");
+        }
+        return true;
+    case REPLY_TRUNCATED:
+        wire_header(&h, MPQEMU_MAGIC, MPQEMU_CMD_BAR_READ, MPQEMU_FLAG_REPLY,
+                    id, sizeof(MPQemuValue), 0);
+        if (!send_all(fd, &h, sizeof(h) / 2)) {
+            fake_error(f, "cannot send half a header");
+        }
+        return false;
+    case REPLY_GARBAGE:
+        for (int i = 0; i < sizeof(junk); i++) {
+            junk[i] = 0xa5 ^ (i * 7);
+        }
+        if (!send_all(fd, junk, sizeof(junk))) {
+            fake_error(f, "cannot send garbage");
+        }
+        return true;
+    case REPLY_UNSOLICITED:
+        mpqemu_msg_init_reply(reply, req, sizeof(MPQemuValue));
+        reply->u.value.value = cpu_to_le64(fake_bar_value(offset));
+        if (!fake_send(f, fd, reply)) {
+            return false;
+        }
+        mpqemu_msg_init(reply, MPQEMU_CMD_BAR_READ, MPQEMU_FLAG_REPLY,
+                        id + 100, sizeof(MPQemuValue));
+        break;
+    case REPLY_VALID_ERROR:
+        mpqemu_msg_init_error(reply, req, -EIO, "fake remote refuses the "
+                              "read at 0x%" PRIx64, offset);
+        break;
+    case REPLY_SILENT:
+        return true;
+    case REPLY_BAD_IRQ:
+    case REPLY_IRQ_FIRST:
+        mpqemu_msg_init(reply, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+        reply->u.set_irq.level = cpu_to_le32(1);
+        if (f->bad == REPLY_BAD_IRQ) {
+            reply->hdr.id = id;     /* a notification has id 0 */
+        }
+        if (!fake_send(f, fd, reply)) {
+            return false;
+        }
+        mpqemu_msg_init_reply(reply, req, sizeof(MPQemuValue));
+        reply->u.value.value = cpu_to_le64(fake_bar_value(offset));
+        if (f->bad == REPLY_BAD_IRQ) {
+            /* the proxy may have hung up already, as it should */
+            mpqemu_msg_send(fd, reply, IO_TIMEOUT_MS, NULL);
+            return true;
+        }
+        break;
+    case REPLY_IRQ_FLOOD: {
+        int64_t end = g_get_monotonic_time() +
+                      FAKE_FLOOD_MS * G_TIME_SPAN_MILLISECOND;
+        struct QEMU_PACKED {
+            MPQemuHeader h;
+            MPQemuSetIrq irq;
+        } *batch = g_new0(typeof(*batch), 1024);
+
+        /* notifications by the thousand, so the proxy never runs dry */
+        for (int i = 0; i < 1024; i++) {
+            wire_header(&batch[i].h, MPQEMU_MAGIC, MPQEMU_CMD_SET_IRQ, 0, 0,
+                        sizeof(MPQemuSetIrq), 0);
+            batch[i].irq.level = cpu_to_le32(i & 1);
+        }
+        /*
+         * Until the proxy gives up and closes, or the flood is over. The
+         * stream repeats the batch endlessly, so a partial send leaves it
+         * in the middle of a message that the next send completes. Never
+         * sleeping in the kernel, the flood refills the socket as soon as
+         * the proxy makes room.
+         */
+        size_t len = 1024 * sizeof(*batch), pos = 0;
+        int sndbuf = 4 * 1024 * 1024;   /* the kernel caps it at wmem_max */
+
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+
+        while (g_get_monotonic_time() < end) {
+            ssize_t n = send(fd, (char *)batch + pos, len - pos,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                continue;
+            }
+            if (n <= 0) {
+                break;          /* the proxy closed the connection */
+            }
+            pos = (pos + n) % len;
+        }
+        g_free(batch);
+        return true;
+    }
+    case REPLY_OK:
+        g_assert_not_reached();
+    }
+    return fake_send(f, fd, reply);
+}
+
+/* Serve one request; false: stop serving */
+static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
+{
+    MPQemuMsg reply;
+    uint32_t off, len;
+    unsigned int nth;
+
+    switch (req->hdr.cmd) {
+    case MPQEMU_CMD_HELLO:
+        if (f->hello_refuse) {
+            mpqemu_msg_init_error(&reply, req, -EPROTONOSUPPORT,
+                                  "fake remote speaks only version %u",
+                                  f->hello_version);
+            break;
+        }
+        mpqemu_msg_init_reply(&reply, req, sizeof(MPQemuHello));
+        reply.u.hello.version = cpu_to_le32(f->hello_version);
+        pstrcpy(reply.u.hello.devid, sizeof(reply.u.hello.devid), "fake0");
+        break;
+    case MPQEMU_CMD_DEVICE_INFO:
+        mpqemu_msg_init_reply(&reply, req, sizeof(MPQemuDeviceInfo));
+        reply.u.device_info.config_size = cpu_to_le32(sizeof(f->config));
+        reply.u.device_info.region[0].size = cpu_to_le64(f->bar_size);
+        break;
+    case MPQEMU_CMD_CONFIG_READ:
+    case MPQEMU_CMD_CONFIG_WRITE:
+        off = le32_to_cpu(req->u.config.offset);
+        len = le32_to_cpu(req->u.config.len);
+        if ((len != 1 && len != 2 && len != 4) || off >= sizeof(f->config) ||
+            len > sizeof(f->config) - off) {
+            fake_error(f, "config access of %u bytes at 0x%x", len, off);
+            mpqemu_msg_init_error(&reply, req, -EINVAL, "out of range");
+            break;
+        }
+        if (req->hdr.cmd == MPQEMU_CMD_CONFIG_READ) {
+            mpqemu_msg_init_reply(&reply, req, sizeof(MPQemuValue));
+            reply.u.value.value = cpu_to_le64(ldn_le_p(f->config + off, len));
+            break;
+        }
+        /* only the command register is writable */
+        for (uint32_t i = 0; i < len; i++) {
+            if (off + i == PCI_COMMAND || off + i == PCI_COMMAND + 1) {
+                f->config[off + i] = le32_to_cpu(req->u.config.value) >>
+                                     (8 * i);
+            }
+        }
+        mpqemu_msg_init_reply(&reply, req, 0);
+        break;
+    case MPQEMU_CMD_BAR_READ:
+    case MPQEMU_CMD_BAR_WRITE:
+        if (req->u.bar.region != 0 || req->u.bar.size != 4 ||
+            le64_to_cpu(req->u.bar.offset) > FAKE_BAR_SIZE - 4) {
+            fake_error(f, "BAR access of %u bytes at 0x%" PRIx64
+                       " of region %u", req->u.bar.size,
+                       le64_to_cpu(req->u.bar.offset), req->u.bar.region);
+        }
+        if (req->hdr.cmd == MPQEMU_CMD_BAR_WRITE) {
+            g_mutex_lock(&f->lock);
+            f->bar_writes++;
+            g_mutex_unlock(&f->lock);
+            mpqemu_msg_init_reply(&reply, req, 0);
+            break;
+        }
+        g_mutex_lock(&f->lock);
+        nth = ++f->bar_reads;
+        g_mutex_unlock(&f->lock);
+        if (nth == 1 && f->bad != REPLY_OK) {
+            return fake_bad_bar_read(f, fd, req, &reply);
+        }
+        mpqemu_msg_init_reply(&reply, req, sizeof(MPQemuValue));
+        reply.u.value.value =
+            cpu_to_le64(fake_bar_value(le64_to_cpu(req->u.bar.offset)));
+        break;
+    case MPQEMU_CMD_MEMORY_MAP:
+    case MPQEMU_CMD_RESET:
+        mpqemu_msg_init_reply(&reply, req, 0);
+        break;
+    default:
+        fake_error(f, "unexpected %s", mpqemu_cmd_name(req->hdr.cmd));
+        return false;
+    }
+    return fake_send(f, fd, &reply);
+}
+
+static gpointer fake_remote_thread(gpointer opaque)
+{
+    FakeRemote *f = opaque;
+    int fd = -1;
+
+    if (!mpqemu_wait_readable(f->listen_fd, FAKE_IDLE_MS)) {
+        fake_error(f, "the proxy never connected");
+        goto out;
+    }
+    fd = qemu_accept(f->listen_fd, NULL, NULL);
+    if (fd < 0) {
+        fake_error(f, "accept: %s", strerror(errno));
+        goto out;
+    }
+
+    for (;;) {
+        MPQemuMsg req;
+        Error *err = NULL;
+        bool more;
+        int ret = mpqemu_msg_recv(fd, &req, FAKE_IDLE_MS, &err);
+
+        if (ret == -EPIPE || ret == -ECONNRESET) {
+            error_free(err);
+            break;          /* the proxy went away */
+        }
+        if (ret < 0) {
+            fake_error(f, "receiving: %s", error_get_pretty(err));
+            error_free(err);
+            break;
+        }
+        /* the proxy's own requests must be well-formed */
+        if (!mpqemu_msg_check(&req, MPQEMU_PEER_REMOTE, &err)) {
+            fake_error(f, "malformed request: %s", error_get_pretty(err));
+            error_free(err);
+            mpqemu_msg_close_fds(&req);
+            break;
+        }
+        if (req.hdr.id <= f->last_id) {
+            fake_error(f, "request id %" PRIu64 " after %" PRIu64,
+                       req.hdr.id, f->last_id);
+        }
+        f->last_id = req.hdr.id;
+        g_mutex_lock(&f->lock);
+        f->requests++;
+        g_mutex_unlock(&f->lock);
+
+        more = fake_serve(f, fd, &req);
+        mpqemu_msg_close_fds(&req);
+        if (!more) {
+            break;
+        }
+    }
+
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    g_mutex_lock(&f->lock);
+    f->done = true;
+    g_cond_broadcast(&f->cond);
+    g_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+static FakeRemote *fake_remote_new(BadReply bad, uint32_t hello_version,
+                                   bool hello_refuse)
+{
+    FakeRemote *f = g_new0(FakeRemote, 1);
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+
+    f->dir = mpqemu_tmp_dir();
+    f->path = g_build_filename(f->dir, "fake.sock", NULL);
+    f->bad = bad;
+    f->hello_version = hello_version;
+    f->hello_refuse = hello_refuse;
+    f->probe = -1;
+    f->bar_size = FAKE_BAR_SIZE;
+    f->errors = g_string_new("");
+    g_mutex_init(&f->lock);
+    g_cond_init(&f->cond);
+
+    stw_le_p(f->config + PCI_VENDOR_ID, FAKE_VENDOR);
+    stw_le_p(f->config + PCI_DEVICE_ID, FAKE_DEVICE);
+    f->config[PCI_REVISION_ID] = 1;
+    f->config[PCI_CLASS_DEVICE + 1] = 0xff;         /* "other" devices */
+    f->config[PCI_HEADER_TYPE] = PCI_HEADER_TYPE_NORMAL;
+    f->config[PCI_INTERRUPT_PIN] = 1;
+
+    g_assert_cmpuint(strlen(f->path), <, sizeof(addr.sun_path));
+    strcpy(addr.sun_path, f->path);
+    f->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(f->listen_fd, >=, 0);
+    g_assert_cmpint(bind(f->listen_fd, (struct sockaddr *)&addr,
+                         sizeof(addr)), ==, 0);
+    g_assert_cmpint(listen(f->listen_fd, 1), ==, 0);
+    return f;
+}
+
+/* Serve the proxy that connects, from a thread of its own */
+static void fake_remote_start(FakeRemote *f)
+{
+    f->thread = g_thread_new("fake-remote", fake_remote_thread, f);
+}
+
+/* Wait up to @ms for the connection to be over */
+static bool fake_wait_done(FakeRemote *f, int ms)
+{
+    int64_t deadline = g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND;
+    bool done;
+
+    g_mutex_lock(&f->lock);
+    while (!f->done && g_cond_wait_until(&f->cond, &f->lock, deadline)) {
+        /* woken up: check again */
+    }
+    done = f->done;
+    g_mutex_unlock(&f->lock);
+    return done;
+}
+
+static unsigned int fake_bar_reads(FakeRemote *f)
+{
+    unsigned int n;
+
+    g_mutex_lock(&f->lock);
+    n = f->bar_reads;
+    g_mutex_unlock(&f->lock);
+    return n;
+}
+
+/* Join the thread (the connection must be over) and check its findings */
+static void fake_remote_free(FakeRemote *f)
+{
+    g_assert_true(fake_wait_done(f, IO_TIMEOUT_MS));
+    g_thread_join(f->thread);
+    if (f->errors->len) {
+        g_test_message("fake remote: %s", f->errors->str);
+    }
+    g_assert_cmpuint(f->errors->len, ==, 0);
+    g_string_free(f->errors, true);
+    close(f->listen_fd);
+    if (f->probe >= 0) {
+        close(f->probe);
+    }
+    g_mutex_clear(&f->lock);
+    g_cond_clear(&f->cond);
+    g_free(f->path);
+    mpqemu_tmp_free(f->dir);
+    g_free(f);
+}
+
+typedef struct ProxyTest {
+    FakeRemote *fake;
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar;
+} ProxyTest;
+
+static void proxy_test_start(ProxyTest *t, BadReply bad, const char *props)
+{
+    uint64_t size = 0;
+
+    t->fake = fake_remote_new(bad, MPQEMU_VERSION, false);
+    fake_remote_start(t->fake);
+    t->qts = qtest_initf("-machine pc "
+                         "-object memory-backend-memfd,id=mem,size=64M "
+                         "-machine memory-backend=mem -m 64 "
+                         "-device x-pci-proxy-dev,id=p0,addr=04.0,socket=%s%s",
+                         t->fake->path, props);
+    t->bus = qpci_new_pc(t->qts, NULL);
+    t->dev = qpci_device_find(t->bus, QPCI_DEVFN(4, 0));
+    g_assert_nonnull(t->dev);
+    g_assert_cmphex(qpci_config_readw(t->dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
+    g_assert_cmphex(qpci_config_readw(t->dev, PCI_DEVICE_ID), ==, FAKE_DEVICE);
+    qpci_device_enable(t->dev);
+    t->bar = qpci_iomap(t->dev, 0, &size);
+    g_assert_cmpuint(size, ==, FAKE_BAR_SIZE);
+    /* the realize and the setup above went through without BAR reads */
+    g_assert_cmpuint(fake_bar_reads(t->fake), ==, 0);
+}
+
+static void proxy_test_end(ProxyTest *t)
+{
+    check_alive(t->qts);
+    g_free(t->dev);
+    qpci_free_pc(t->bus);
+    qtest_quit(t->qts);
+    fake_remote_free(t->fake);
+}
+
+/* The proxy is offline: all-ones everywhere, and nothing reaches the link */
+static void proxy_check_failed(ProxyTest *t)
+{
+    unsigned int reads = fake_bar_reads(t->fake);
+
+    g_assert_true(fake_wait_done(t->fake, IO_TIMEOUT_MS));
+    g_assert_cmphex(qpci_io_readl(t->dev, t->bar, 0x10), ==, 0xffffffff);
+    g_assert_cmphex(qpci_io_readl(t->dev, t->bar, 0x14), ==, 0xffffffff);
+    g_assert_cmphex(qpci_config_readw(t->dev, PCI_VENDOR_ID), ==, 0xffff);
+    qpci_io_writel(t->dev, t->bar, 0x18, 0x12345678);
+    g_assert_cmpuint(fake_bar_reads(t->fake), ==, reads);
+    check_alive(t->qts);
+}
+
+/* A well-behaved remote, to show that the fixture works */
+static void test_proxy_healthy(void)
+{
+    ProxyTest t;
+
+    proxy_test_start(&t, REPLY_OK, "");
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0), ==, fake_bar_value(0));
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0xffc), ==,
+                    fake_bar_value(0xffc));
+    qpci_io_writel(t.dev, t.bar, 0x20, 0x12345678);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x24), ==,
+                    fake_bar_value(0x24));
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 3);
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+}
+
+/* The first BAR read gets a malformed answer: the proxy fails closed */
+static void test_proxy_bad_reply(gconstpointer data)
+{
+    BadReply bad = GPOINTER_TO_INT(data);
+    ProxyTest t;
+
+    proxy_test_start(&t, bad, "");
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==, 0xffffffff);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
+    proxy_check_failed(&t);
+    if (bad == REPLY_WITH_FD) {
+        /* the descriptor that came along was not kept */
+        g_assert_true(probe_fd_closed(t.fake->probe, IO_TIMEOUT_MS));
+        t.fake->probe = -1;
+    }
+    proxy_test_end(&t);
+}
+
+/* A good reply followed by a stray one: the proxy fails on the stray one */
+static void test_proxy_unsolicited(void)
+{
+    ProxyTest t;
+
+    proxy_test_start(&t, REPLY_UNSOLICITED, "");
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==,
+                    fake_bar_value(0x40));
+    proxy_check_failed(&t);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
+    proxy_test_end(&t);
+}
+
+/* A proper error reply costs only that access */
+static void test_proxy_valid_error(void)
+{
+    ProxyTest t;
+
+    proxy_test_start(&t, REPLY_VALID_ERROR, "");
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==, 0xffffffff);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x44), ==,
+                    fake_bar_value(0x44));
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x48), ==,
+                    fake_bar_value(0x48));
+    g_assert_cmphex(qpci_config_readw(t.dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 3);
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+}
+
+/* A notification before the reply is applied, and the reply still taken */
+static void test_proxy_irq_first(void)
+{
+    ProxyTest t;
+
+    proxy_test_start(&t, REPLY_IRQ_FIRST, "");
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==,
+                    fake_bar_value(0x40));
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x44), ==,
+                    fake_bar_value(0x44));
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 2);
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+}
+
+/*
+ * A remote that sends notification after notification but never the reply
+ * is a remote that does not answer: the proxy must give up when its
+ * timeout expires, not when the remote stops talking.
+ */
+static void test_proxy_irq_flood(void)
+{
+    ProxyTest t;
+    int64_t start, elapsed_ms;
+
+    proxy_test_start(&t, REPLY_IRQ_FLOOD, ",timeout=500");
+    start = g_get_monotonic_time();
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==, 0xffffffff);
+    elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+    g_test_message("the read took %" PRId64 " ms (flood: %d ms)", elapsed_ms,
+                   FAKE_FLOOD_MS);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
+    proxy_check_failed(&t);
+    proxy_test_end(&t);
+    if (elapsed_ms >= 2000) {
+        /* not fatal, so that the tests after this one still run */
+        g_test_message("FAIL: the proxy kept reading notifications for %"
+                       PRId64 " ms despite timeout=500", elapsed_ms);
+        g_test_fail();
+    }
+}
+
+/* A remote that never answers: all-ones once the proxy's timeout expires */
+static void test_proxy_silent(void)
+{
+    ProxyTest t;
+    int64_t start, elapsed_ms;
+
+    proxy_test_start(&t, REPLY_SILENT, ",timeout=500");
+    start = g_get_monotonic_time();
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==, 0xffffffff);
+    elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+    g_test_message("the read took %" PRId64 " ms", elapsed_ms);
+    g_assert_cmpint(elapsed_ms, >=, 450);
+    g_assert_cmpint(elapsed_ms, <, 3000);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
+    proxy_check_failed(&t);
+    proxy_test_end(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Startup: the main QEMU must refuse a remote of another version           */
+/* ------------------------------------------------------------------------ */
+
+static void run_main_qemu_against(FakeRemote *f, int *status, char **err_out)
+{
+    const char *bin = g_getenv("QTEST_QEMU_BINARY");
+    g_autofree char *dev = g_strdup_printf("x-pci-proxy-dev,id=p0,socket=%s",
+                                           f->path);
+    g_auto(GStrv) argv = NULL;
+    g_autoptr(GError) gerr = NULL;
+    GString *out = g_string_new("");
+    int64_t deadline = g_get_monotonic_time() + 20 * G_TIME_SPAN_SECOND;
+    GPid pid;
+    int err_fd;
+    pid_t ret;
+    bool killed = false;
+
+    g_assert_nonnull(bin);
+    g_assert_true(g_shell_parse_argv(bin, NULL, &argv, &gerr));
+    {
+        const char *args[] = {
+            "-machine", "pc", "-accel", "qtest", "-nodefaults",
+            "-display", "none",
+            "-object", "memory-backend-memfd,id=mem,size=64M",
+            "-machine", "memory-backend=mem", "-m", "64",
+            "-device", dev,
+        };
+        guint n = g_strv_length(argv);
+
+        argv = g_renew(char *, argv, n + ARRAY_SIZE(args) + 1);
+        for (int i = 0; i < ARRAY_SIZE(args); i++) {
+            argv[n + i] = g_strdup(args[i]);
+        }
+        argv[n + ARRAY_SIZE(args)] = NULL;
+    }
+    g_assert_true(g_spawn_async_with_pipes(NULL, argv, NULL,
+                                           G_SPAWN_DO_NOT_REAP_CHILD |
+                                           G_SPAWN_STDOUT_TO_DEV_NULL,
+                                           NULL, NULL, &pid, NULL, NULL,
+                                           &err_fd, &gerr));
+
+    /* stderr until the process closes it */
+    for (;;) {
+        struct pollfd pfd = { .fd = err_fd, .events = POLLIN };
+        int64_t left = (deadline - g_get_monotonic_time()) / 1000;
+        char buf[512];
+        ssize_t n;
+
+        if (left <= 0 || poll(&pfd, 1, left) <= 0) {
+            break;
+        }
+        n = read(err_fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        g_string_append_len(out, buf, n);
+    }
+    close(err_fd);
+
+    while ((ret = waitpid(pid, status, WNOHANG)) == 0) {
+        if (g_get_monotonic_time() > deadline) {
+            kill(pid, SIGKILL);
+            killed = true;
+            ret = waitpid(pid, status, 0);
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmpint(ret, ==, pid);
+    g_spawn_close_pid(pid);
+    g_test_message("main QEMU stderr: %s", out->str);
+    g_assert_false(killed);
+    *err_out = g_string_free(out, false);
+}
+
+static void test_startup_version_mismatch(void)
+{
+    FakeRemote *f = fake_remote_new(REPLY_OK, 99, false);
+    g_autofree char *err = NULL;
+    int status;
+
+    fake_remote_start(f);
+    run_main_qemu_against(f, &status, &err);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), !=, 0);
+    g_assert_true(g_regex_match_simple("version", err, G_REGEX_CASELESS, 0));
+    g_assert_true(g_regex_match_simple("\\b99\\b", err, 0, 0));
+    /* the proxy stopped at HELLO */
+    g_assert_true(fake_wait_done(f, IO_TIMEOUT_MS));
+    g_assert_cmpuint(f->requests, ==, 1);
+    fake_remote_free(f);
+}
+
+static void test_startup_hello_refused(void)
+{
+    FakeRemote *f = fake_remote_new(REPLY_OK, 7, true);
+    g_autofree char *err = NULL;
+    int status;
+
+    fake_remote_start(f);
+    run_main_qemu_against(f, &status, &err);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), !=, 0);
+    /* the remote's own explanation is passed on */
+    g_assert_nonnull(strstr(err, "fake remote speaks only version 7"));
+    g_assert_true(fake_wait_done(f, IO_TIMEOUT_MS));
+    g_assert_cmpuint(f->requests, ==, 1);
+    fake_remote_free(f);
+}
+
+/* A remote reporting a BAR size that is not a power of two */
+static void test_startup_bad_region(void)
+{
+    FakeRemote *f = fake_remote_new(REPLY_OK, MPQEMU_VERSION, false);
+    g_autofree char *err = NULL;
+    int status;
+
+    f->bar_size = 3000;
+    fake_remote_start(f);
+    run_main_qemu_against(f, &status, &err);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), !=, 0);
+    g_assert_nonnull(strstr(err, "region 0"));
+    g_assert_true(fake_wait_done(f, IO_TIMEOUT_MS));
+    fake_remote_free(f);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        BadReply bad;
+    } bad_replies[] = {
+        { "wrong-id", REPLY_WRONG_ID },
+        { "wrong-cmd", REPLY_WRONG_CMD },
+        { "unknown-cmd", REPLY_UNKNOWN_CMD },
+        { "oversized", REPLY_OVERSIZED },
+        { "truncated", REPLY_TRUNCATED },
+        { "short-payload", REPLY_SHORT },
+        { "error-bad-size", REPLY_ERROR_BAD_SIZE },
+        { "with-fd", REPLY_WITH_FD },
+        { "garbage", REPLY_GARBAGE },
+        { "not-a-reply", REPLY_AS_REQUEST },
+        { "bad-irq", REPLY_BAD_IRQ },
+    };
+
+    g_test_init(&argc, &argv, NULL);
+
+    qtest_add_func("/mpqemu/protocol/remote/before-hello",
+                   test_remote_before_hello);
+    qtest_add_func("/mpqemu/protocol/remote/hello-version",
+                   test_remote_hello_version);
+    qtest_add_func("/mpqemu/protocol/remote/valid", test_remote_valid);
+    qtest_add_func("/mpqemu/protocol/remote/unknown-cmd",
+                   test_remote_unknown_cmd);
+    qtest_add_func("/mpqemu/protocol/remote/bad-size", test_remote_bad_size);
+    qtest_add_func("/mpqemu/protocol/remote/out-of-range",
+                   test_remote_out_of_range);
+    qtest_add_func("/mpqemu/protocol/remote/memory-map",
+                   test_remote_memory_map);
+    qtest_add_func("/mpqemu/protocol/remote/oversized",
+                   test_remote_oversized);
+    qtest_add_func("/mpqemu/protocol/remote/truncated",
+                   test_remote_truncated);
+    qtest_add_func("/mpqemu/protocol/remote/partial-stall",
+                   test_remote_partial_stall);
+    qtest_add_func("/mpqemu/protocol/remote/bad-magic",
+                   test_remote_bad_magic);
+    qtest_add_func("/mpqemu/protocol/remote/bad-flags",
+                   test_remote_bad_flags);
+
+    qtest_add_func("/mpqemu/protocol/proxy/healthy", test_proxy_healthy);
+    for (int i = 0; i < ARRAY_SIZE(bad_replies); i++) {
+        g_autofree char *path =
+            g_strdup_printf("/mpqemu/protocol/proxy/bad-reply/%s",
+                            bad_replies[i].name);
+
+        qtest_add_data_func(path, GINT_TO_POINTER(bad_replies[i].bad),
+                            test_proxy_bad_reply);
+    }
+    qtest_add_func("/mpqemu/protocol/proxy/unsolicited",
+                   test_proxy_unsolicited);
+    qtest_add_func("/mpqemu/protocol/proxy/valid-error",
+                   test_proxy_valid_error);
+    qtest_add_func("/mpqemu/protocol/proxy/silent", test_proxy_silent);
+    qtest_add_func("/mpqemu/protocol/proxy/irq-first", test_proxy_irq_first);
+    qtest_add_func("/mpqemu/protocol/proxy/irq-flood", test_proxy_irq_flood);
+
+    qtest_add_func("/mpqemu/protocol/startup/version-mismatch",
+                   test_startup_version_mismatch);
+    qtest_add_func("/mpqemu/protocol/startup/hello-refused",
+                   test_startup_hello_refused);
+    qtest_add_func("/mpqemu/protocol/startup/bad-region",
+                   test_startup_bad_region);
+
+    return g_test_run();
+}
