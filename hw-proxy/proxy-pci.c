@@ -16,6 +16,8 @@
 #include "qemu/bswap.h"
 #include "hw/qdev-properties.h"
 #include "hw/pci/msi.h"
+#include "hw/core/cpu.h"
+#include "qemu/main-loop.h"
 #include "migration/vmstate.h"
 #include "monitor/monitor.h"
 #include "proxy.h"
@@ -157,6 +159,26 @@ static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
     proxy_call(dev, &req, &reply);
 }
 
+/*
+ * A vCPU waiting for the remote must not hold up the rest of the VM: the
+ * BQL is dropped for the round trip (the link has its own lock), so other
+ * vCPUs, other proxied devices and the main loop go on meanwhile.
+ */
+static bool proxy_region_call(ProxyRegion *r, MPQemuMsg *req, MPQemuMsg *reply)
+{
+    bool relock = current_cpu && bql_locked();
+    bool ok;
+
+    if (relock) {
+        bql_unlock();
+    }
+    ok = proxy_call(r->dev, req, reply);
+    if (relock) {
+        bql_lock();
+    }
+    return ok;
+}
+
 static uint64_t proxy_region_read(void *opaque, hwaddr addr, unsigned size)
 {
     ProxyRegion *r = opaque;
@@ -167,7 +189,7 @@ static uint64_t proxy_region_read(void *opaque, hwaddr addr, unsigned size)
     req.u.bar.offset = cpu_to_le64(addr);
     req.u.bar.region = r->index;
     req.u.bar.size = size;
-    if (proxy_call(r->dev, &req, &reply)) {
+    if (proxy_region_call(r, &req, &reply)) {
         val = le64_to_cpu(reply.u.value.value);
     }
     trace_proxy_bar_read(proxy_name(r->dev), r->index, addr, size, val);
@@ -189,7 +211,7 @@ static void proxy_region_write(void *opaque, hwaddr addr, uint64_t val,
     req.u.bar.value = cpu_to_le64(val);
     req.u.bar.region = r->index;
     req.u.bar.size = size;
-    proxy_call(r->dev, &req, &reply);
+    proxy_region_call(r, &req, &reply);
 }
 
 static const MemoryRegionOps proxy_region_ops = {
@@ -441,7 +463,6 @@ static void proxy_exit(PCIDevice *pdev)
 
     proxy_memory_stop(&dev->memory);
     proxy_link_close(&dev->link);
-    g_clear_pointer(&dev->link.broken, g_free);
 }
 
 static void proxy_reset(DeviceState *d)
@@ -456,7 +477,12 @@ static void proxy_reset(DeviceState *d)
 
 static void proxy_instance_init(Object *obj)
 {
-    PCI_PROXY_DEV(obj)->link.fd = -1;
+    proxy_link_init(&PCI_PROXY_DEV(obj)->link);
+}
+
+static void proxy_instance_finalize(Object *obj)
+{
+    proxy_link_destroy(&PCI_PROXY_DEV(obj)->link);
 }
 
 static const Property proxy_properties[] = {
@@ -492,6 +518,7 @@ static const TypeInfo proxy_info = {
     .parent = TYPE_PCI_DEVICE,
     .instance_size = sizeof(PCIProxyDev),
     .instance_init = proxy_instance_init,
+    .instance_finalize = proxy_instance_finalize,
     .class_init = proxy_class_init,
     .interfaces = (InterfaceInfo[]) {
         { INTERFACE_CONVENTIONAL_PCI_DEVICE },

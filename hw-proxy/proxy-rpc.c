@@ -1,8 +1,14 @@
 /*
  * Proxy side of the link: synchronous requests matched to replies by id,
- * notifications from the remote, and failing closed when the remote breaks.
+ * notifications from the remote applied in order, and failing closed when
+ * the remote breaks.
  *
- * All entry points run with the BQL held, which serializes them.
+ * Requests come from vCPU threads that dropped the BQL for the round trip
+ * (BAR accesses) and from code that holds it (config space, the memory map,
+ * reset). The link's own lock serializes the use of its socket, so devices
+ * never wait for each other; the lock order is BQL, then link lock. What needs the BQL (raising
+ * interrupts, tearing the link down) is queued under the link lock and done
+ * by whoever holds the BQL once the link lock is dropped.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -14,50 +20,131 @@
 
 static void proxy_link_readable(void *opaque);
 
-static void proxy_link_break(ProxyLink *link, Error *err)
+void proxy_link_init(ProxyLink *link)
 {
-    if (link->fd < 0) {
-        error_free(err);
-        return;
-    }
-    g_free(link->broken);
-    link->broken = g_strdup(error_get_pretty(err));
-    error_free(err);
+    qemu_mutex_init(&link->lock);
+    link->fd = -1;
+    link->events = g_array_new(false, false, sizeof(MPQemuMsg));
+}
+
+void proxy_link_destroy(ProxyLink *link)
+{
     proxy_link_close(link);
-    link->fail(link->opaque, link->broken);
+    g_array_free(link->events, true);
+    g_free(link->broken);
+    qemu_mutex_destroy(&link->lock);
 }
 
 void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
                      ProxyNotifyFn *notify, ProxyFailFn *fail, void *opaque)
 {
+    assert(bql_locked());
+    qemu_mutex_lock(&link->lock);
     link->fd = fd;
+    link->dead = false;
     memset(&link->rx, 0, sizeof(link->rx));
     g_clear_pointer(&link->broken, g_free);
+    g_array_set_size(link->events, 0);
     link->last_id = 0;
     link->timeout_ms = timeout_ms;
     link->notify = notify;
     link->fail = fail;
     link->opaque = opaque;
+    qemu_mutex_unlock(&link->lock);
     qemu_set_fd_handler(fd, proxy_link_readable, NULL, link);
 }
 
 void proxy_link_close(ProxyLink *link)
 {
-    if (link->fd >= 0) {
-        qemu_set_fd_handler(link->fd, NULL, NULL, NULL);
-        close(link->fd);
+    int fd;
+
+    assert(bql_locked());
+    qemu_mutex_lock(&link->lock);
+    fd = link->fd;
+    link->fd = -1;
+    link->dead = true;
+    mpqemu_recv_state_reset(&link->rx);
+    g_array_set_size(link->events, 0);
+    qemu_mutex_unlock(&link->lock);
+    if (fd >= 0) {
+        qemu_set_fd_handler(fd, NULL, NULL, NULL);
+        close(fd);
+    }
+}
+
+/* With the link lock: no more requests; the rest happens under the BQL */
+static void proxy_link_break_locked(ProxyLink *link, Error *err)
+{
+    if (!link->dead) {
+        link->dead = true;
+        g_free(link->broken);
+        link->broken = g_strdup(error_get_pretty(err));
+    }
+    error_free(err);
+}
+
+/*
+ * With the BQL: apply the notifications that arrived, in order, then, if
+ * the link broke, close it and report the failure once.
+ */
+static void proxy_link_settle(ProxyLink *link)
+{
+    g_autoptr(GArray) events = NULL;
+    int dead_fd = -1;
+
+    assert(bql_locked());
+    qemu_mutex_lock(&link->lock);
+    events = link->events;
+    link->events = g_array_new(false, false, sizeof(MPQemuMsg));
+    if (link->dead && link->fd >= 0) {
+        dead_fd = link->fd;
         link->fd = -1;
         mpqemu_recv_state_reset(&link->rx);
+    }
+    qemu_mutex_unlock(&link->lock);
+
+    for (guint i = 0; i < events->len; i++) {
+        link->notify(link->opaque, &g_array_index(events, MPQemuMsg, i));
+    }
+    if (dead_fd >= 0) {
+        qemu_set_fd_handler(dead_fd, NULL, NULL, NULL);
+        close(dead_fd);
+        link->fail(link->opaque, link->broken);
+    }
+}
+
+static bool proxy_link_unsettled_locked(ProxyLink *link)
+{
+    return link->events->len || (link->dead && link->fd >= 0);
+}
+
+/* Drop the link lock, then do under the BQL what it left to do */
+static void proxy_link_unlock_and_settle(ProxyLink *link)
+{
+    bool unsettled = proxy_link_unsettled_locked(link);
+
+    qemu_mutex_unlock(&link->lock);
+    if (!unsettled) {
+        return;
+    }
+    if (bql_locked()) {
+        proxy_link_settle(link);
+    } else {
+        bql_lock();
+        proxy_link_settle(link);
+        bql_unlock();
     }
 }
 
 /*
- * Receive one message and check it. Protocol violations break the link:
- * a peer that sends malformed data cannot be trusted with the device.
- * Returns 0, -EAGAIN if only part of a message is there and @timeout_ms
- * is 0, or another negative errno once the link is broken.
+ * With the link lock: receive one message and check it. Protocol
+ * violations break the link: a peer that sends malformed data cannot be
+ * trusted with the device. Returns 0, -EAGAIN if only part of a message
+ * is there and @timeout_ms is 0, or another negative errno once the link
+ * is broken.
  */
-static int proxy_link_recv(ProxyLink *link, MPQemuMsg *msg, int timeout_ms)
+static int proxy_link_recv_locked(ProxyLink *link, MPQemuMsg *msg,
+                                  int timeout_ms)
 {
     Error *err = NULL;
     int ret;
@@ -71,18 +158,20 @@ static int proxy_link_recv(ProxyLink *link, MPQemuMsg *msg, int timeout_ms)
         error_setg(&err, "the remote process closed the connection");
     } else if (ret < 0) {
         error_prepend(&err, "remote link: ");
-    }
-    if (ret < 0) {
-        proxy_link_break(link, err);
-        return ret;
-    }
-    if (!mpqemu_msg_check(msg, MPQEMU_PEER_PROXY, &err)) {
+    } else if (!mpqemu_msg_check(msg, MPQEMU_PEER_PROXY, &err)) {
         mpqemu_msg_close_fds(msg);
         error_prepend(&err, "the remote process sent a malformed message: ");
-        proxy_link_break(link, err);
-        return -EPROTO;
+        ret = -EPROTO;
     }
-    return 0;
+    if (ret < 0) {
+        proxy_link_break_locked(link, err);
+    }
+    return ret;
+}
+
+static bool is_notification(const MPQemuMsg *msg)
+{
+    return msg->hdr.cmd == MPQEMU_CMD_SET_IRQ || msg->hdr.cmd == MPQEMU_CMD_MSI;
 }
 
 /* Notifications that arrive while no request is waiting for its reply */
@@ -92,33 +181,40 @@ static void proxy_link_readable(void *opaque)
     MPQemuMsg msg;
 
     /*
-     * Never wait here: a vCPU waiting for a reply may have consumed the
-     * data meanwhile, and the rest of a partial message may come later.
+     * A vCPU that holds the link is receiving itself and queues what it
+     * finds; this handler runs again while anything is left unread.
      */
-    if (link->fd < 0 || proxy_link_recv(link, &msg, 0) < 0) {
+    if (qemu_mutex_trylock(&link->lock)) {
         return;
     }
-    if (msg.hdr.cmd != MPQEMU_CMD_SET_IRQ && msg.hdr.cmd != MPQEMU_CMD_MSI) {
-        Error *err = NULL;
+    /* Never wait here: the rest of a partial message may come later */
+    while (!link->dead && link->fd >= 0 &&
+           proxy_link_recv_locked(link, &msg, 0) == 0) {
+        if (!is_notification(&msg)) {
+            Error *err = NULL;
 
-        error_setg(&err, "remote sent a %s reply (id %" PRIu64 ") nobody "
-                   "asked for", mpqemu_cmd_name(msg.hdr.cmd), msg.hdr.id);
-        proxy_link_break(link, err);
-        return;
+            error_setg(&err, "the remote process sent a %s reply (id %"
+                       PRIu64 ") nobody asked for",
+                       mpqemu_cmd_name(msg.hdr.cmd), msg.hdr.id);
+            proxy_link_break_locked(link, err);
+            break;
+        }
+        g_array_append_val(link->events, msg);
     }
-    link->notify(link->opaque, &msg);
+    proxy_link_unlock_and_settle(link);
 }
 
-bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
-                     Error **errp)
+static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
+                                   MPQemuMsg *reply, Error **errp)
 {
+    const char *name = mpqemu_cmd_name(req->hdr.cmd);
     int64_t deadline;
     Error *err = NULL;
     int ret;
 
-    assert(bql_locked());
-    if (link->fd < 0) {
-        error_setg(errp, "the remote process is disconnected");
+    if (link->dead || link->fd < 0) {
+        error_setg(errp, "%s", link->broken ?: "the remote process is "
+                   "disconnected");
         return false;
     }
 
@@ -131,9 +227,8 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
         error_prepend(&err, "remote link: ");
     }
     if (ret < 0) {
-        proxy_link_break(link, err);
-        error_setg(errp, "%s (sending %s)", link->broken,
-                   mpqemu_cmd_name(req->hdr.cmd));
+        proxy_link_break_locked(link, err);
+        error_setg(errp, "%s (sending %s)", link->broken, name);
         return false;
     }
 
@@ -145,28 +240,37 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
         if (left_ms <= 0) {
             error_setg(&err, "the remote process did not answer within "
                        "%u ms", link->timeout_ms);
-            proxy_link_break(link, err);
+            proxy_link_break_locked(link, err);
         }
-        if (link->fd < 0 || proxy_link_recv(link, reply, left_ms) < 0) {
+        if (link->dead || proxy_link_recv_locked(link, reply, left_ms) < 0) {
             error_setg(errp, "%s (waiting for the reply to %s)",
-                       link->broken, mpqemu_cmd_name(req->hdr.cmd));
+                       link->broken, name);
             return false;
         }
-        if (reply->hdr.cmd == MPQEMU_CMD_SET_IRQ ||
-            reply->hdr.cmd == MPQEMU_CMD_MSI) {
-            /* Applied before the reply, in the order the remote sent them */
-            link->notify(link->opaque, reply);
+        if (is_notification(reply)) {
+            /* Applied before this access completes, in the order sent */
+            g_array_append_val(link->events, *reply);
             continue;
         }
         if (reply->hdr.id != req->hdr.id || reply->hdr.cmd != req->hdr.cmd) {
             error_setg(&err, "the remote process answered %s id %" PRIu64
                        " to %s id %" PRIu64, mpqemu_cmd_name(reply->hdr.cmd),
-                       reply->hdr.id, mpqemu_cmd_name(req->hdr.cmd),
-                       req->hdr.id);
+                       reply->hdr.id, name, req->hdr.id);
             error_propagate(errp, error_copy(err));
-            proxy_link_break(link, err);
+            proxy_link_break_locked(link, err);
             return false;
         }
         return mpqemu_reply_ok(reply, errp);
     }
+}
+
+bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
+                     Error **errp)
+{
+    bool ok;
+
+    qemu_mutex_lock(&link->lock);
+    ok = proxy_link_call_locked(link, req, reply, errp);
+    proxy_link_unlock_and_settle(link);
+    return ok;
 }

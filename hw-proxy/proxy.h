@@ -20,16 +20,21 @@ typedef void ProxyFailFn(void *opaque, const char *reason);
 
 /* The request/reply channel to one remote device (proxy-rpc.c) */
 typedef struct ProxyLink {
-    int fd;                 /* -1 once the link has failed or closed */
+    QemuMutex lock;         /* serializes the use of the socket */
+    int fd;                 /* -1 once closed */
+    bool dead;              /* broken: no more requests */
     MPQemuRecvState rx;     /* a message that has partly arrived */
     uint64_t last_id;
     uint32_t timeout_ms;
-    ProxyNotifyFn *notify;  /* notifications (SET_IRQ) */
-    ProxyFailFn *fail;      /* called once, when the link breaks */
+    GArray *events;         /* notifications not yet applied (MPQemuMsg) */
+    ProxyNotifyFn *notify;  /* applies a notification, with the BQL */
+    ProxyFailFn *fail;      /* called once, with the BQL, when it breaks */
     char *broken;           /* why it broke */
     void *opaque;
 } ProxyLink;
 
+void proxy_link_init(ProxyLink *link);
+void proxy_link_destroy(ProxyLink *link);
 void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
                      ProxyNotifyFn *notify, ProxyFailFn *fail, void *opaque);
 bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,

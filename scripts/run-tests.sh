@@ -36,4 +36,12 @@ echo "run-tests: guest $MPQEMU_KERNEL $MPQEMU_INITRD"
 # /usr/bin/python3 on purpose: Debian's python3-pytest is installed for it.
 # -rfE lists failures and errors again right above pytest's summary line.
 # Ending with pytest's own exit status (0 only when tests ran and all passed).
-exec /usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider tests/ "$@"
+# Test paths among the arguments replace the default of the whole tree.
+targets=(tests/)
+for arg in "$@"; do
+    case $arg in
+        -*) ;;
+        *) targets=() ;;
+    esac
+done
+exec /usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider "${targets[@]}" "$@"

@@ -44,14 +44,24 @@ class Qemu:
         wait_for(self._qmp_up, f"{name} QMP socket")
 
     def _qmp_up(self):
+        """True once QEMU answers a command: start-up, devices included, is over."""
         if self.proc.poll() is not None:
             raise AssertionError("QEMU exited early:\n" + self.proc.stdout.read())
         if not os.path.exists(self.qmp_path):
             return False
         with socket.socket(socket.AF_UNIX) as s:
             try:
+                s.settimeout(10)
                 s.connect(self.qmp_path)
-                return s.recv(4096).startswith(b'{"QMP"')
+                f = s.makefile("rwb")
+                if not f.readline().startswith(b'{"QMP"'):
+                    return False
+                for cmd in (b"qmp_capabilities", b"query-status"):
+                    f.write(b'{"execute": "' + cmd + b'"}\n')
+                    f.flush()
+                    if b'"return"' not in f.readline():
+                        return False
+                return True
             except OSError:
                 return False
 
