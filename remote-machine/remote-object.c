@@ -76,7 +76,7 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     remote_memory_clear(&o->memory);
     if (o->pdev) {
         /* nobody drives the device any more: stop its DMA and interrupts */
-        device_cold_reset(DEVICE(o->pdev));
+        pci_device_reset(o->pdev);
     }
     remote_machine_peer_gone();
 }
@@ -261,14 +261,13 @@ static void remote_handle_bar(RemoteObject *o, MPQemuMsg *req,
                                  MEMTXATTRS_UNSPECIFIED, buf, a->size);
         val = ldn_le_p(buf, a->size);
     }
+    /*
+     * An access the device does not accept (a size it does not take, a hole
+     * in the BAR) is answered as the memory core answers it in-process:
+     * the read gives what the core returned, the write is dropped.
+     */
     trace_remote_object_bar_access(o->devid, write, a->region, offset,
-                                   a->size, val);
-    if (res != MEMTX_OK) {
-        mpqemu_msg_init_error(reply, req, -EIO, "device %s rejected the "
-                              "access at 0x%" PRIx64 " of region %u",
-                              o->devid, offset, a->region);
-        return;
-    }
+                                   a->size, val, res);
     mpqemu_msg_init_reply(reply, req, write ? 0 : sizeof(MPQemuValue));
     if (!write) {
         reply->u.value.value = cpu_to_le64(val);
@@ -319,7 +318,8 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
         remote_handle_memory_map(o, req, reply);
         break;
     case MPQEMU_CMD_RESET:
-        device_cold_reset(DEVICE(o->pdev));
+        /* as the guest's bus reset does: the device and its PCI state */
+        pci_device_reset(o->pdev);
         mpqemu_msg_init_reply(reply, req, 0);
         break;
     default:

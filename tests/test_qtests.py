@@ -12,7 +12,7 @@ import pytest
 TOP = Path(__file__).resolve().parent.parent
 QBUILD = TOP / "build" / "qemu-build"
 QTEST_DIR = QBUILD / "mpqemu" / "tests"
-BINARIES = ["mpqemu-proxy-test", "mpqemu-protocol-test"]
+BINARIES = ["mpqemu-proxy-test", "mpqemu-protocol-test", "mpqemu-msix-test"]
 TIMEOUT_S = 600
 
 _results = {}
