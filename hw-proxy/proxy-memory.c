@@ -7,6 +7,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qemu/error-report.h"
 #include "exec/address-spaces.h"
 #include "exec/ramblock.h"
 #include "system/hostmem.h"
@@ -41,6 +42,14 @@ static void proxy_memory_collect(MemoryListener *listener,
     if (memory_region_get_fd(mr) < 0 || !qemu_ram_is_shared(mr->ram_block)) {
         if (section_is_guest_ram(mr) && !mem->unshareable) {
             mem->unshareable = g_strdup(memory_region_name(mr));
+            if (mem->started) {
+                /* added at runtime: it cannot be refused any more */
+                warn_report("guest RAM '%s' cannot be shared with the remote "
+                            "process of x-pci-proxy-dev %s: DMA by that "
+                            "device to this memory will fail; use a shared "
+                            "memory backend (memory-backend-memfd)",
+                            memory_region_name(mr), mem->owner_id);
+            }
         }
         trace_proxy_memory_skip(mem->owner_id, memory_region_name(mr),
                                 "not backed by a shared descriptor");
