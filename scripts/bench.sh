@@ -1,7 +1,10 @@
 #!/bin/bash
-# `make bench`: LSI53C895A MMIO/PIO read latency and sequential direct-read
-# throughput, in-process vs proxied, measured in the guest and printed as a table
-# (see scripts/mpqemu-bench.py; arguments are passed on, e.g. --reps 5).
+# `make bench`: for lsi53c895a (+scsi-hd), nvme and virtio-blk-pci, each in-process
+# and proxied (one boot each, all in this one run): MMIO read latency (and the LSI's
+# PIO read latency), sequential direct-read MB/s and 4 KiB random-read IOPS at queue
+# depth 1, measured in the guest and printed as one table with proxied/in-process
+# ratios (see scripts/mpqemu-bench.py; arguments are passed on, e.g. --quick for a
+# short run, --reps 5, --devices nvme,virtio-blk, --transport fd).
 # Not part of `make check`. Exits non-zero if a configuration could not be measured.
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
