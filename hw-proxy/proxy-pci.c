@@ -7,7 +7,6 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "qemu/cutils.h"
 #include "qemu/units.h"
 #include "qemu/error-report.h"
 #include "qemu/module.h"
@@ -19,11 +18,9 @@
 #include "hw/core/cpu.h"
 #include "qemu/main-loop.h"
 #include "migration/vmstate.h"
-#include "monitor/monitor.h"
+#include "mpqemu/socket.h"
 #include "proxy.h"
 #include "trace.h"
-
-#include <sys/un.h>
 
 #define PROXY_DEFAULT_TIMEOUT_MS 5000
 
@@ -228,64 +225,15 @@ static const MemoryRegionOps proxy_region_ops = {
     },
 };
 
-static int proxy_open_fd(PCIProxyDev *dev, Error **errp)
-{
-    ERRP_GUARD();
-    int type = 0, domain = 0;
-    socklen_t len = sizeof(int);
-    struct stat st;
-    int fd;
-
-    fd = monitor_fd_param(monitor_cur(), dev->fd_str, errp);
-    if (fd < 0) {
-        return -1;
-    }
-    if (fstat(fd, &st) < 0) {
-        error_setg_errno(errp, errno, "fd=%s", dev->fd_str);
-        return -1;
-    }
-    if (!S_ISSOCK(st.st_mode) ||
-        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
-        type != SOCK_STREAM || domain != AF_UNIX) {
-        error_setg(errp, "fd=%s is not a UNIX stream socket", dev->fd_str);
-        error_append_hint(errp, "Pass one end of socketpair(AF_UNIX, "
-                          "SOCK_STREAM) here and the other end to the remote "
-                          "process's x-remote-object, or use socket=PATH\n");
-        /* ours to close, unless it is one of the standard streams */
-        if (fd > STDERR_FILENO) {
-            close(fd);
-        }
-        return -1;
-    }
-    return fd;
-}
-
 static int proxy_connect(PCIProxyDev *dev, Error **errp)
 {
     ERRP_GUARD();
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    int fd;
+    int fd = mpqemu_socket_connect(dev->socket_path, errp);
 
-    if (strlen(dev->socket_path) >= sizeof(addr.sun_path)) {
-        error_setg(errp, "socket path '%s' is longer than %zu bytes",
-                   dev->socket_path, sizeof(addr.sun_path) - 1);
-        return -1;
-    }
-    pstrcpy(addr.sun_path, sizeof(addr.sun_path), dev->socket_path);
-    fd = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0) {
-        error_setg_errno(errp, errno, "cannot create a socket");
-        return -1;
-    }
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        error_setg_errno(errp, errno, "cannot connect to remote process "
-                         "socket '%s'", dev->socket_path);
         error_append_hint(errp, "Start the remote process first, with "
                           "-object x-remote-object,id=...,devid=...,socket=%s"
                           "\n", dev->socket_path);
-        close(fd);
-        return -1;
     }
     return fd;
 }
@@ -439,7 +387,10 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
         return;
     }
 
-    fd = dev->fd_str ? proxy_open_fd(dev, errp) : proxy_connect(dev, errp);
+    fd = dev->fd_str ? mpqemu_socket_from_param(dev->fd_str, "the remote "
+                                                "process's x-remote-object",
+                                                errp)
+                     : proxy_connect(dev, errp);
     if (fd < 0) {
         return;
     }

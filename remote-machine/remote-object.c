@@ -20,12 +20,10 @@
 #include "hw/pci/pci_host.h"
 #include "hw/sysbus.h"
 #include "exec/address-spaces.h"
-#include "monitor/monitor.h"
 #include "system/system.h"
+#include "mpqemu/socket.h"
 #include "remote.h"
 #include "trace.h"
-
-#include <sys/un.h>
 
 /* How long a request may take to arrive whole, and a reply to be sent */
 #define REMOTE_IO_TIMEOUT_MS 5000
@@ -429,70 +427,6 @@ static void remote_object_accept(void *opaque)
     remote_object_attach(o, fd);
 }
 
-static int remote_object_listen(RemoteObject *o, Error **errp)
-{
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    struct stat st;
-    int fd;
-
-    if (strlen(o->socket_path) >= sizeof(addr.sun_path)) {
-        error_setg(errp, "socket path '%s' is longer than %zu bytes",
-                   o->socket_path, sizeof(addr.sun_path) - 1);
-        return -1;
-    }
-    pstrcpy(addr.sun_path, sizeof(addr.sun_path), o->socket_path);
-    /* A socket left behind by an earlier run is replaced; files are not */
-    if (lstat(o->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        unlink(o->socket_path);
-    }
-    fd = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "cannot create a socket");
-        return -1;
-    }
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(fd, 1) < 0) {
-        error_setg_errno(errp, errno, "cannot listen on '%s'",
-                         o->socket_path);
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int remote_object_open_fd(RemoteObject *o, Error **errp)
-{
-    ERRP_GUARD();
-    int type = 0, domain = 0;
-    socklen_t len = sizeof(int);
-    struct stat st;
-    int fd;
-
-    fd = monitor_fd_param(monitor_cur(), o->fd_str, errp);
-    if (fd < 0) {
-        return -1;
-    }
-    if (fstat(fd, &st) < 0) {
-        error_setg_errno(errp, errno, "fd=%s", o->fd_str);
-        return -1;
-    }
-    if (!S_ISSOCK(st.st_mode) ||
-        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
-        type != SOCK_STREAM || domain != AF_UNIX) {
-        error_setg(errp, "fd=%s is not a UNIX stream socket", o->fd_str);
-        error_append_hint(errp, "Pass one end of socketpair(AF_UNIX, "
-                          "SOCK_STREAM) here and the other end to the main "
-                          "QEMU's x-pci-proxy-dev, or use socket=PATH\n");
-        /* ours to close, unless it is one of the standard streams */
-        if (fd > STDERR_FILENO) {
-            close(fd);
-        }
-        return -1;
-    }
-    return fd;
-}
-
 /* Find the device, then start serving its proxy */
 static bool remote_object_bind(RemoteObject *o, Error **errp)
 {
@@ -545,7 +479,8 @@ static bool remote_object_start(RemoteObject *o, Error **errp)
         return false;
     }
     if (o->fd_str) {
-        fd = remote_object_open_fd(o, errp);
+        fd = mpqemu_socket_from_param(o->fd_str, "the main QEMU's "
+                                      "x-pci-proxy-dev", errp);
         if (fd < 0) {
             return false;
         }
@@ -580,7 +515,7 @@ static void remote_object_complete(UserCreatable *uc, Error **errp)
     }
     if (o->socket_path) {
         /* Listen at once so that a proxy may connect as soon as it likes */
-        o->listen_fd = remote_object_listen(o, errp);
+        o->listen_fd = mpqemu_socket_listen(o->socket_path, errp);
         if (o->listen_fd < 0) {
             return;
         }
