@@ -473,17 +473,23 @@ static bool remote_object_bind(RemoteObject *o, Error **errp)
 
 static bool remote_object_start(RemoteObject *o, Error **errp)
 {
-    int fd;
+    int fd = -1;
 
-    if (!remote_object_bind(o, errp)) {
-        return false;
-    }
+    /* Everything that can fail comes before binding, which cannot be undone */
     if (o->fd_str) {
         fd = mpqemu_socket_from_param(o->fd_str, "the main QEMU's "
                                       "x-pci-proxy-dev", errp);
         if (fd < 0) {
             return false;
         }
+    }
+    if (!remote_object_bind(o, errp)) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    if (fd >= 0) {
         remote_object_attach(o, fd);
     } else {
         qemu_set_fd_handler(o->listen_fd, remote_object_accept, NULL, o);
