@@ -70,6 +70,17 @@ static void proxy_notify(void *opaque, const MPQemuMsg *msg)
     }
 }
 
+/* Whether a failure costs the guest only this access, or the device */
+static void proxy_access_failed(PCIProxyDev *dev, Error *err)
+{
+    if (!dev->failed) {
+        /* the remote refused this access but the link is healthy */
+        warn_report_err_once(err);
+    } else {
+        error_free(err);
+    }
+}
+
 /* A request whose failure only costs the guest this access */
 static bool proxy_call(PCIProxyDev *dev, MPQemuMsg *req, MPQemuMsg *reply)
 {
@@ -79,12 +90,7 @@ static bool proxy_call(PCIProxyDev *dev, MPQemuMsg *req, MPQemuMsg *reply)
         return false;
     }
     if (!proxy_link_call(&dev->link, req, reply, &err)) {
-        if (!dev->failed) {
-            /* the remote refused this access but the link is healthy */
-            warn_report_err_once(err);
-        } else {
-            error_free(err);
-        }
+        proxy_access_failed(dev, err);
         return false;
     }
     return true;
@@ -161,17 +167,26 @@ static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
  * BQL is dropped for the round trip (the link has its own lock), so other
  * vCPUs, other proxied devices and the main loop go on meanwhile.
  */
-static bool proxy_region_call(ProxyRegion *r, MPQemuMsg *req, MPQemuMsg *reply)
+static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
+                                unsigned size, uint64_t *value)
 {
     bool relock = current_cpu && bql_locked();
+    Error *err = NULL;
     bool ok;
 
+    if (r->dev->failed) {
+        return false;
+    }
     if (relock) {
         bql_unlock();
     }
-    ok = proxy_call(r->dev, req, reply);
+    ok = proxy_link_bar_access(&r->dev->link, write, r->index, addr, size,
+                               value, &err);
     if (relock) {
         bql_lock();
+    }
+    if (!ok) {
+        proxy_access_failed(r->dev, err);
     }
     return ok;
 }
@@ -179,15 +194,10 @@ static bool proxy_region_call(ProxyRegion *r, MPQemuMsg *req, MPQemuMsg *reply)
 static uint64_t proxy_region_read(void *opaque, hwaddr addr, unsigned size)
 {
     ProxyRegion *r = opaque;
-    MPQemuMsg req, reply;
-    uint64_t val = UINT64_MAX;
+    uint64_t val = 0;
 
-    mpqemu_msg_init(&req, MPQEMU_CMD_BAR_READ, 0, 0, sizeof(MPQemuBarAccess));
-    req.u.bar.offset = cpu_to_le64(addr);
-    req.u.bar.region = r->index;
-    req.u.bar.size = size;
-    if (proxy_region_call(r, &req, &reply)) {
-        val = le64_to_cpu(reply.u.value.value);
+    if (!proxy_region_access(r, false, addr, size, &val)) {
+        val = UINT64_MAX;
     }
     trace_proxy_bar_read(proxy_name(r->dev), r->index, addr, size, val);
     return val;
@@ -197,18 +207,12 @@ static void proxy_region_write(void *opaque, hwaddr addr, uint64_t val,
                                unsigned size)
 {
     ProxyRegion *r = opaque;
-    MPQemuMsg req, reply;
 
     trace_proxy_bar_write(proxy_name(r->dev), r->index, addr, size, val);
     if (r->index == PCI_ROM_SLOT) {
         return;     /* the expansion ROM is read-only */
     }
-    mpqemu_msg_init(&req, MPQEMU_CMD_BAR_WRITE, 0, 0, sizeof(MPQemuBarAccess));
-    req.u.bar.offset = cpu_to_le64(addr);
-    req.u.bar.value = cpu_to_le64(val);
-    req.u.bar.region = r->index;
-    req.u.bar.size = size;
-    proxy_region_call(r, &req, &reply);
+    proxy_region_access(r, true, addr, size, &val);
 }
 
 static const MemoryRegionOps proxy_region_ops = {
@@ -246,7 +250,8 @@ static bool proxy_hello(PCIProxyDev *dev, Error **errp)
 
     mpqemu_msg_init(&req, MPQEMU_CMD_HELLO, 0, 0, sizeof(MPQemuHello));
     req.u.hello.version = cpu_to_le32(MPQEMU_VERSION);
-    req.u.hello.features = cpu_to_le64(MPQEMU_FEATURES_KNOWN);
+    req.u.hello.features = cpu_to_le64(dev->use_ring ? MPQEMU_FEATURE_RING
+                                                     : 0);
     if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
         if (dev->failed) {
             error_append_hint(errp, "Is the remote process running? Its "
@@ -265,6 +270,9 @@ static bool proxy_hello(PCIProxyDev *dev, Error **errp)
         error_append_hint(errp, "Run the same mpqemu build on both sides\n");
         return false;
     }
+    /* the remote answers with what both sides support */
+    dev->features = le64_to_cpu(reply.u.hello.features) &
+                    le64_to_cpu(req.u.hello.features);
     memcpy(dev->remote_devid, reply.u.hello.devid, MPQEMU_DEVID_MAX);
     dev->remote_devid[MPQEMU_DEVID_MAX - 1] = 0;
     return true;
@@ -406,6 +414,15 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
         proxy_link_close(&dev->link);
         return;
     }
+    if (dev->features & MPQEMU_FEATURE_RING) {
+        Error *err = NULL;
+
+        /* the socket remains, and serves BAR accesses if this fails */
+        if (!proxy_ring_setup(&dev->link, &err)) {
+            warn_reportf_err(err, "x-pci-proxy-dev %s: BAR accesses go "
+                             "through the socket: ", proxy_name(dev));
+        }
+    }
 }
 
 static void proxy_exit(PCIDevice *pdev)
@@ -441,6 +458,7 @@ static const Property proxy_properties[] = {
     DEFINE_PROP_STRING("socket", PCIProxyDev, socket_path),
     DEFINE_PROP_UINT32("timeout", PCIProxyDev, timeout_ms,
                        PROXY_DEFAULT_TIMEOUT_MS),
+    DEFINE_PROP_BOOL("ring", PCIProxyDev, use_ring, true),
 };
 
 static const VMStateDescription vmstate_proxy = {

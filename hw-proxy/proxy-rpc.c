@@ -16,7 +16,13 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/main-loop.h"
+#include "qemu/atomic.h"
+#include "qemu/timer.h"
+#include "qemu/bswap.h"
 #include "proxy.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
 
 static void proxy_link_readable(void *opaque);
 
@@ -46,6 +52,7 @@ void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
     g_clear_pointer(&link->broken, g_free);
     g_array_set_size(link->events, 0);
     link->last_id = 0;
+    link->notify_count = 0;
     link->timeout_ms = timeout_ms;
     link->notify = notify;
     link->fail = fail;
@@ -65,6 +72,7 @@ void proxy_link_close(ProxyLink *link)
     link->dead = true;
     mpqemu_recv_state_reset(&link->rx);
     g_array_set_size(link->events, 0);
+    proxy_ring_close(link);
     qemu_mutex_unlock(&link->lock);
     if (fd >= 0) {
         qemu_set_fd_handler(fd, NULL, NULL, NULL);
@@ -100,6 +108,7 @@ static void proxy_link_settle(ProxyLink *link)
         dead_fd = link->fd;
         link->fd = -1;
         mpqemu_recv_state_reset(&link->rx);
+        proxy_ring_close(link);
     }
     qemu_mutex_unlock(&link->lock);
 
@@ -200,6 +209,7 @@ static void proxy_link_readable(void *opaque)
             break;
         }
         g_array_append_val(link->events, msg);
+        link->notify_count++;
     }
     proxy_link_unlock_and_settle(link);
 }
@@ -250,6 +260,7 @@ static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
         if (is_notification(reply)) {
             /* Applied before this access completes, in the order sent */
             g_array_append_val(link->events, *reply);
+            link->notify_count++;
             continue;
         }
         if (reply->hdr.id != req->hdr.id || reply->hdr.cmd != req->hdr.cmd) {
@@ -271,6 +282,163 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
 
     qemu_mutex_lock(&link->lock);
     ok = proxy_link_call_locked(link, req, reply, errp);
+    proxy_link_unlock_and_settle(link);
+    return ok;
+}
+
+/*
+ * With the link lock: take the notifications that are waiting on the
+ * socket, without waiting (@timeout_ms 0) or until one more has arrived.
+ * False once the link is broken.
+ */
+static bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
+{
+    MPQemuMsg msg;
+    int ret;
+
+    while ((ret = proxy_link_recv_locked(link, &msg, timeout_ms)) == 0) {
+        if (!is_notification(&msg)) {
+            Error *err = NULL;
+
+            error_setg(&err, "the remote process sent a %s reply (id %"
+                       PRIu64 ") nobody asked for",
+                       mpqemu_cmd_name(msg.hdr.cmd), msg.hdr.id);
+            proxy_link_break_locked(link, err);
+            return false;
+        }
+        g_array_append_val(link->events, msg);
+        link->notify_count++;
+        if (timeout_ms) {
+            return true;
+        }
+    }
+    return ret == -EAGAIN;
+}
+
+/* How long a vCPU polls the ring for its answer before it sleeps */
+#define PROXY_RING_POLL_NS      (50 * SCALE_US)
+
+/*
+ * With the link lock: one BAR access through the ring. The answer says how
+ * many notifications the remote had sent by then; those are taken from the
+ * socket before the access completes, so an interrupt the device raised or
+ * lowered before answering is in effect when the guest sees the answer.
+ */
+static bool proxy_link_ring_locked(ProxyLink *link, bool write, uint8_t region,
+                                   uint64_t offset, uint8_t size,
+                                   uint64_t *value, Error **errp)
+{
+    MPQemuRing *ring = link->ring;
+    int64_t deadline = get_clock() + link->timeout_ms * SCALE_MS;
+    int64_t poll_until = get_clock() + PROXY_RING_POLL_NS;
+    uint32_t seq = ++link->ring_seq;
+    Error *err = NULL;
+    uint32_t notify_seq;
+    int status;
+
+    qatomic_set(&ring->cmd, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ);
+    qatomic_set(&ring->region, region);
+    qatomic_set(&ring->size, size);
+    qatomic_set(&ring->offset, offset);
+    qatomic_set(&ring->value, *value);
+    qatomic_store_release(&ring->req_seq, seq);
+    smp_mb();
+    if (qatomic_read(&ring->remote_sleeping)) {
+        eventfd_write(link->ring_kick_fd, 1);
+    }
+
+    while (qatomic_load_acquire(&ring->resp_seq) != seq &&
+           get_clock() < poll_until) {
+        cpu_relax();
+    }
+    if (qatomic_load_acquire(&ring->resp_seq) != seq) {
+        qatomic_set(&ring->proxy_sleeping, 1);
+        smp_mb();
+        while (qatomic_load_acquire(&ring->resp_seq) != seq) {
+            struct pollfd pfd[2] = {
+                { .fd = link->ring_done_fd, .events = POLLIN },
+                { .fd = link->fd, .events = POLLIN },
+            };
+            int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
+            eventfd_t ignored;
+
+            if (left_ms <= 0) {
+                error_setg(&err, "the remote process did not answer within "
+                           "%u ms", link->timeout_ms);
+                proxy_link_break_locked(link, err);
+                break;
+            }
+            if (poll(pfd, 2, left_ms) < 0 && errno != EINTR) {
+                error_setg_errno(&err, errno, "remote link: poll");
+                proxy_link_break_locked(link, err);
+                break;
+            }
+            if (pfd[0].revents) {
+                eventfd_read(link->ring_done_fd, &ignored);
+            }
+            /* the socket: notifications, or the end of the remote */
+            if (pfd[1].revents && !proxy_link_take_notifications(link, 0)) {
+                break;
+            }
+        }
+        qatomic_set(&ring->proxy_sleeping, 0);
+        if (link->dead) {
+            error_setg(errp, "%s (waiting for a BAR access)", link->broken);
+            return false;
+        }
+    }
+
+    status = qatomic_read(&ring->status);
+    notify_seq = qatomic_read(&ring->notify_seq);
+    *value = qatomic_read(&ring->result);
+    while (mpqemu_seq_before(link->notify_count, notify_seq)) {
+        int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
+
+        if (left_ms <= 0) {
+            error_setg(&err, "the remote process did not send the %u "
+                       "notifications it announced", notify_seq -
+                       link->notify_count);
+            proxy_link_break_locked(link, err);
+        }
+        if (link->dead || !proxy_link_take_notifications(link, left_ms)) {
+            error_setg(errp, "%s (waiting for a BAR access)", link->broken);
+            return false;
+        }
+    }
+    if (status < 0) {
+        error_setg(errp, "remote refused a BAR access of %u bytes at 0x%"
+                   PRIx64 " of region %u: %s", size, offset, region,
+                   strerror(-status));
+        return false;
+    }
+    return true;
+}
+
+bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
+                           uint64_t offset, uint8_t size, uint64_t *value,
+                           Error **errp)
+{
+    MPQemuMsg req, reply;
+    bool ok;
+
+    qemu_mutex_lock(&link->lock);
+    if (link->ring && !link->dead) {
+        ok = proxy_link_ring_locked(link, write, region, offset, size, value,
+                                    errp);
+        proxy_link_unlock_and_settle(link);
+        return ok;
+    }
+
+    mpqemu_msg_init(&req, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ,
+                    0, 0, sizeof(MPQemuBarAccess));
+    req.u.bar.offset = cpu_to_le64(offset);
+    req.u.bar.value = cpu_to_le64(*value);
+    req.u.bar.region = region;
+    req.u.bar.size = size;
+    ok = proxy_link_call_locked(link, &req, &reply, errp);
+    if (ok && !write) {
+        *value = le64_to_cpu(reply.u.value.value);
+    }
     proxy_link_unlock_and_settle(link);
     return ok;
 }

@@ -11,6 +11,7 @@
 #include "hw/pci/pci_device.h"
 #include "exec/memory.h"
 #include "mpqemu/channel.h"
+#include "mpqemu/ring.h"
 
 #define TYPE_PCI_PROXY_DEV "x-pci-proxy-dev"
 OBJECT_DECLARE_SIMPLE_TYPE(PCIProxyDev, PCI_PROXY_DEV)
@@ -31,6 +32,13 @@ typedef struct ProxyLink {
     ProxyFailFn *fail;      /* called once, with the BQL, when it breaks */
     char *broken;           /* why it broke */
     void *opaque;
+    uint32_t notify_count;  /* notifications received on this connection */
+
+    /* BAR accesses through shared memory, when negotiated (proxy-ring.c) */
+    MPQemuRing *ring;
+    uint32_t ring_seq;      /* the last request put in the ring */
+    int ring_kick_fd;       /* wakes the remote */
+    int ring_done_fd;       /* wakes us */
 } ProxyLink;
 
 void proxy_link_init(ProxyLink *link);
@@ -39,7 +47,14 @@ void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
                      ProxyNotifyFn *notify, ProxyFailFn *fail, void *opaque);
 bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
                      Error **errp);
+bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
+                           uint64_t offset, uint8_t size, uint64_t *value,
+                           Error **errp);
 void proxy_link_close(ProxyLink *link);
+
+/* proxy-ring.c */
+bool proxy_ring_setup(ProxyLink *link, Error **errp);
+void proxy_ring_close(ProxyLink *link);
 
 /* Guest RAM shared with the remote, kept in step with the memory map */
 typedef struct ProxyMemory {
@@ -75,6 +90,8 @@ struct PCIProxyDev {
     ProxyMemory memory;
     ProxyRegion region[MPQEMU_NUM_REGIONS];
     char remote_devid[MPQEMU_DEVID_MAX];
+    bool use_ring;          /* property: offer the shared-memory ring */
+    uint64_t features;      /* negotiated with HELLO */
     bool failed;
 };
 

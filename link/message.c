@@ -50,6 +50,9 @@ static const MPQemuCmdShape cmd_shape[MPQEMU_CMD__MAX] = {
     [MPQEMU_CMD_MSI] = {
         "MSI", -1, -1
     },
+    [MPQEMU_CMD_RING_SETUP] = {
+        "RING_SETUP", sizeof(MPQemuRingSetup), 0
+    },
 };
 
 static bool mpqemu_cmd_is_notification(unsigned int cmd)
@@ -72,6 +75,7 @@ QEMU_BUILD_BUG_ON(sizeof(MPQemuMemorySection) != 24);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuMemoryMap) > MPQEMU_MAX_PAYLOAD);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuSetIrq) != 8);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuMsi) != 16);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuRingSetup) != 8);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuError) != 264);
 
 const char *mpqemu_cmd_name(unsigned int cmd)
@@ -194,6 +198,12 @@ bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp)
         if (h->cmd == MPQEMU_CMD_MEMORY_MAP) {
             return check_memory_map(msg, errp);
         }
+        if (h->cmd == MPQEMU_CMD_RING_SETUP &&
+            h->num_fds != MPQEMU_RING_FDS) {
+            error_setg(errp, "RING_SETUP carries %u descriptors, expected %d",
+                       h->num_fds, MPQEMU_RING_FDS);
+            return false;
+        }
         expected = cmd_shape[h->cmd].request;
     } else {
         if (!is_reply) {
@@ -205,7 +215,8 @@ bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp)
                                                   : cmd_shape[h->cmd].reply;
     }
 
-    if (h->num_fds) {
+    if (h->num_fds && !(h->cmd == MPQEMU_CMD_RING_SETUP && !is_reply &&
+                        receiver == MPQEMU_PEER_REMOTE)) {
         error_setg(errp, "%s carries %u descriptors; it takes none", name,
                    h->num_fds);
         return false;

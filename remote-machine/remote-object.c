@@ -50,6 +50,9 @@ struct RemoteObject {
     AddressSpace region_as[MPQEMU_NUM_REGIONS];
     bool region_as_ready[MPQEMU_NUM_REGIONS];
     MemoryRegion ram_root;      /* the guest RAM its proxy shares */
+    uint64_t features;          /* negotiated with HELLO */
+    RemoteRing *ring;           /* BAR accesses through shared memory */
+    uint32_t notify_count;      /* notifications sent on this connection */
     RemoteMemory memory;
     Notifier machine_done;
 };
@@ -71,6 +74,11 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     timer_del(o->rx_timer);
     mpqemu_recv_state_reset(&o->rx);
     o->hello_done = false;
+    o->features = 0;
+    if (o->ring) {
+        remote_ring_stop(o->ring);
+        o->ring = NULL;
+    }
     remote_memory_clear(&o->memory);
     if (o->pdev) {
         /* nobody drives the device any more: stop its DMA and interrupts */
@@ -91,7 +99,15 @@ static void remote_object_notify(RemoteObject *o, MPQemuMsg *msg)
                      error_get_pretty(err));
         remote_object_disconnect(o, error_get_pretty(err));
         error_free(err);
+        return;
     }
+    o->notify_count++;
+}
+
+/* How many notifications the proxy has been sent: ring replies carry it */
+uint32_t remote_object_notify_count(RemoteObject *o)
+{
+    return o->notify_count;
 }
 
 void remote_object_set_irq(RemoteObject *o, int level)
@@ -125,9 +141,11 @@ static void remote_handle_hello(RemoteObject *o, MPQemuMsg *req,
                               MPQEMU_VERSION);
         return;
     }
+    /* What both sides know is what will be used */
+    o->features = le64_to_cpu(req->u.hello.features) & MPQEMU_FEATURES_KNOWN;
     mpqemu_msg_init_reply(reply, req, sizeof(MPQemuHello));
     reply->u.hello.version = cpu_to_le32(MPQEMU_VERSION);
-    reply->u.hello.features = cpu_to_le64(MPQEMU_FEATURES_KNOWN);
+    reply->u.hello.features = cpu_to_le64(o->features);
     pstrcpy(reply->u.hello.devid, sizeof(reply->u.hello.devid), o->devid);
     o->hello_done = true;
 }
@@ -217,59 +235,96 @@ static AddressSpace *remote_region_as(RemoteObject *o, int region)
     return &o->region_as[region];
 }
 
-static void remote_handle_bar(RemoteObject *o, MPQemuMsg *req,
-                              MPQemuMsg *reply)
+/*
+ * A BAR access, from a request on the socket or from the ring. Returns 0,
+ * or a negative errno (with @errp) for an access outside the device.
+ */
+int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
+                             uint64_t offset, unsigned size, uint64_t *value,
+                             Error **errp)
 {
-    MPQemuBarAccess *a = &req->u.bar;
-    uint64_t offset = le64_to_cpu(a->offset);
-    bool write = req->hdr.cmd == MPQEMU_CMD_BAR_WRITE;
     uint8_t buf[8];
-    uint64_t val = 0;
     MemTxResult res;
     PCIIORegion *r;
 
-    if (a->region >= MPQEMU_NUM_REGIONS ||
-        !o->pdev->io_regions[a->region].size) {
-        mpqemu_msg_init_error(reply, req, -EINVAL, "device %s has no "
-                              "region %u", o->devid, a->region);
-        return;
+    if (region >= MPQEMU_NUM_REGIONS || !o->pdev->io_regions[region].size) {
+        error_setg(errp, "device %s has no region %u", o->devid, region);
+        return -EINVAL;
     }
-    r = &o->pdev->io_regions[a->region];
-    if ((a->size != 1 && a->size != 2 && a->size != 4 && a->size != 8) ||
-        offset >= r->size || a->size > r->size - offset) {
-        mpqemu_msg_init_error(reply, req, -EINVAL, "access of %u bytes at "
-                              "0x%" PRIx64 " is outside region %u (0x%"
-                              PRIx64 " bytes)", a->size, offset, a->region,
-                              (uint64_t)r->size);
-        return;
+    r = &o->pdev->io_regions[region];
+    if ((size != 1 && size != 2 && size != 4 && size != 8) ||
+        offset >= r->size || size > r->size - offset) {
+        error_setg(errp, "access of %u bytes at 0x%" PRIx64 " is outside "
+                   "region %u (0x%" PRIx64 " bytes)", size, offset, region,
+                   (uint64_t)r->size);
+        return -EINVAL;
     }
-    if (write && a->region == PCI_ROM_SLOT) {
-        mpqemu_msg_init_error(reply, req, -EPERM, "the expansion ROM is "
-                              "read-only");
-        return;
+    if (write && region == PCI_ROM_SLOT) {
+        error_setg(errp, "the expansion ROM is read-only");
+        return -EPERM;
     }
 
-    if (write) {
-        val = le64_to_cpu(a->value);
-        stn_le_p(buf, a->size, val);
-        res = address_space_write(remote_region_as(o, a->region), offset,
-                                  MEMTXATTRS_UNSPECIFIED, buf, a->size);
-    } else {
-        res = address_space_read(remote_region_as(o, a->region), offset,
-                                 MEMTXATTRS_UNSPECIFIED, buf, a->size);
-        val = ldn_le_p(buf, a->size);
-    }
     /*
      * An access the device does not accept (a size it does not take, a hole
      * in the BAR) is answered as the memory core answers it in-process:
      * the read gives what the core returned, the write is dropped.
      */
-    trace_remote_object_bar_access(o->devid, write, a->region, offset,
-                                   a->size, val, res);
+    if (write) {
+        stn_le_p(buf, size, *value);
+        res = address_space_write(remote_region_as(o, region), offset,
+                                  MEMTXATTRS_UNSPECIFIED, buf, size);
+    } else {
+        res = address_space_read(remote_region_as(o, region), offset,
+                                 MEMTXATTRS_UNSPECIFIED, buf, size);
+        *value = ldn_le_p(buf, size);
+    }
+    trace_remote_object_bar_access(o->devid, write, region, offset, size,
+                                   *value, res);
+    return 0;
+}
+
+static void remote_handle_bar(RemoteObject *o, MPQemuMsg *req,
+                              MPQemuMsg *reply)
+{
+    MPQemuBarAccess *a = &req->u.bar;
+    bool write = req->hdr.cmd == MPQEMU_CMD_BAR_WRITE;
+    uint64_t value = le64_to_cpu(a->value);
+    Error *err = NULL;
+    int ret;
+
+    ret = remote_object_bar_access(o, write, a->region,
+                                   le64_to_cpu(a->offset), a->size, &value,
+                                   &err);
+    if (ret < 0) {
+        mpqemu_msg_init_error(reply, req, ret, "%s", error_get_pretty(err));
+        error_free(err);
+        return;
+    }
     mpqemu_msg_init_reply(reply, req, write ? 0 : sizeof(MPQemuValue));
     if (!write) {
-        reply->u.value.value = cpu_to_le64(val);
+        reply->u.value.value = cpu_to_le64(value);
     }
+}
+
+static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
+                                     MPQemuMsg *reply)
+{
+    Error *err = NULL;
+
+    if (!(o->features & MPQEMU_FEATURE_RING) || o->ring) {
+        mpqemu_msg_init_error(reply, req, -EPROTO, "%s",
+                              o->ring ? "the ring is already set up"
+                                      : "the ring was not negotiated");
+        return;
+    }
+    o->ring = remote_ring_start(o, o->devid, req, &err);
+    if (!o->ring) {
+        mpqemu_msg_init_error(reply, req, -EINVAL, "%s",
+                              error_get_pretty(err));
+        error_free(err);
+        return;
+    }
+    mpqemu_msg_init_reply(reply, req, 0);
 }
 
 static void remote_handle_memory_map(RemoteObject *o, MPQemuMsg *req,
@@ -314,6 +369,9 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
         break;
     case MPQEMU_CMD_MEMORY_MAP:
         remote_handle_memory_map(o, req, reply);
+        break;
+    case MPQEMU_CMD_RING_SETUP:
+        remote_handle_ring_setup(o, req, reply);
         break;
     case MPQEMU_CMD_RESET:
         /* as the guest's bus reset does: the device and its PCI state */
@@ -406,6 +464,7 @@ static void remote_object_attach(RemoteObject *o, int fd)
     qemu_socket_set_nonblock(fd);
     o->fd = fd;
     o->hello_done = false;
+    o->notify_count = 0;
     trace_remote_object_connected(o->devid);
     qemu_set_fd_handler(fd, remote_object_readable, NULL, o);
 }

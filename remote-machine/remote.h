@@ -13,6 +13,7 @@
 #include "hw/pci/msi.h"
 #include "hw/pci/pci_host.h"
 #include "mpqemu/channel.h"
+#include "mpqemu/ring.h"
 
 #define TYPE_REMOTE_MACHINE MACHINE_TYPE_NAME("x-remote")
 OBJECT_DECLARE_SIMPLE_TYPE(RemoteMachineState, REMOTE_MACHINE)
@@ -69,8 +70,18 @@ void remote_memory_init(RemoteMemory *mem, Object *owner, MemoryRegion *root);
 bool remote_memory_receive(RemoteMemory *mem, MPQemuMsg *msg, Error **errp);
 void remote_memory_clear(RemoteMemory *mem);
 
+/* remote-ring.c: BAR accesses through shared memory */
+typedef struct RemoteRing RemoteRing;
+RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
+                              MPQemuMsg *req, Error **errp);
+void remote_ring_stop(RemoteRing *rr);
+
 /* remote-object.c */
 bool remote_object_has_peer(RemoteObject *o);
+int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
+                             uint64_t offset, unsigned size, uint64_t *value,
+                             Error **errp);
+uint32_t remote_object_notify_count(RemoteObject *o);
 void remote_object_set_irq(RemoteObject *o, int level);
 void remote_object_send_msi(RemoteObject *o, MSIMessage msg);
 

@@ -23,6 +23,7 @@ typedef struct MPQemuMsg {
         MPQemuMemoryMap memory;
         MPQemuSetIrq set_irq;
         MPQemuMsi msi;
+        MPQemuRingSetup ring_setup;
         MPQemuError error;
     } u;
     int fds[MPQEMU_MAX_FDS];

@@ -32,6 +32,7 @@ typedef enum MPQemuCmd {
     MPQEMU_CMD_RESET        = 8,    /* proxy -> remote, request */
     MPQEMU_CMD_SET_IRQ      = 9,    /* remote -> proxy, notification */
     MPQEMU_CMD_MSI          = 10,   /* remote -> proxy, notification */
+    MPQEMU_CMD_RING_SETUP   = 11,   /* proxy -> remote, request, carries fds */
     MPQEMU_CMD__MAX,
 } MPQemuCmd;
 
@@ -54,7 +55,9 @@ typedef struct QEMU_PACKED MPQemuHello {
     char devid[MPQEMU_DEVID_MAX];   /* reply: the remote's device id, NUL-padded */
 } MPQemuHello;
 
-#define MPQEMU_FEATURES_KNOWN   0ULL
+/* BAR accesses through a shared-memory ring (see mpqemu/ring.h) */
+#define MPQEMU_FEATURE_RING     (1ULL << 0)
+#define MPQEMU_FEATURES_KNOWN   MPQEMU_FEATURE_RING
 
 /* MPQEMU_CMD_DEVICE_INFO reply: what the proxy needs to impersonate the device */
 #define MPQEMU_NUM_REGIONS      7   /* six BARs and the expansion ROM */
@@ -119,6 +122,16 @@ typedef struct QEMU_PACKED MPQemuMemoryMap {
     uint32_t nr_sections;   /* equals the header's num_fds */
     MPQemuMemorySection section[MPQEMU_MAX_SECTIONS];
 } MPQemuMemoryMap;
+
+/*
+ * MPQEMU_CMD_RING_SETUP: descriptors 0, 1, 2 are the ring's memory (a memfd
+ * of at least @size bytes), the kick eventfd and the done eventfd.
+ */
+#define MPQEMU_RING_FDS         3
+typedef struct QEMU_PACKED MPQemuRingSetup {
+    uint32_t size;
+    uint32_t reserved;
+} MPQemuRingSetup;
 
 /* MPQEMU_CMD_SET_IRQ notification */
 typedef struct QEMU_PACKED MPQemuSetIrq {

@@ -90,8 +90,10 @@ def test_frozen_remote_does_not_stall_other_device():
 
         stuck_start, stuck_end = interval(out, "stuck")
         live_start, live_end = interval(out, "live")
-        # The frozen device's read really did hang until the proxy gave up...
-        assert stuck_end - stuck_start >= (STUCK_TIMEOUT_MS - 1500) * 1e6, out
+        # The frozen device's read really did hang until the proxy gave up
+        # (the guest's clock, read on a vCPU that was held in the host for
+        # the whole wait, can show less than the proxy's timeout)...
+        assert stuck_end - stuck_start >= 2e9, out
         assert mmio_lat_value(out, stuck_bdf) == 0xffffffff, out
         # ...and the other device's reads ran while it hung, at about their
         # normal pace, and were done long before it ended.
