@@ -194,7 +194,7 @@ static void test_bars_virtio(void)
 }
 
 /* Registers through the MMIO and the I/O BAR, every access size */
-static void test_register_access(void)
+static void test_register_access(const void *ring)
 {
     g_autofree char *dir = mpqemu_tmp_dir();
     g_autofree char *sock = g_build_filename(dir, "remote.sock", NULL);
@@ -205,7 +205,7 @@ static void test_register_access(void)
 
     remote = mpqemu_start_remote(sock, "lsi1", "-device lsi53c895a,id=lsi1");
     qts = qtest_initf(MAIN_MACHINE "-device x-pci-proxy-dev,id=lsi1,"
-                      "addr=04.0,socket=%s", sock);
+                      "addr=04.0,socket=%s,ring=%s", sock, (const char *)ring);
     bus = qpci_new_pc(qts, NULL);
     dev = qpci_device_find(bus, LSI_DEVFN);
     qpci_device_enable(dev);
@@ -271,7 +271,7 @@ static void test_rom(void)
  * BAR at the address the guest programmed, raises the line; reading DSTAT
  * lowers it.
  */
-static void test_intx(void)
+static void test_intx(const void *ring)
 {
     g_autofree char *dir = mpqemu_tmp_dir();
     g_autofree char *sock = g_build_filename(dir, "remote.sock", NULL);
@@ -283,7 +283,7 @@ static void test_intx(void)
 
     remote = mpqemu_start_remote(sock, "lsi1", "-device lsi53c895a,id=lsi1");
     qts = qtest_initf(MAIN_MACHINE "-device x-pci-proxy-dev,id=lsi1,"
-                      "addr=04.0,socket=%s", sock);
+                      "addr=04.0,socket=%s,ring=%s", sock, (const char *)ring);
     qtest_irq_intercept_in(qts, "ioapic");
     bus = qpci_new_pc(qts, NULL);
 
@@ -369,9 +369,14 @@ int main(int argc, char **argv)
     qtest_add_func("/mpqemu/proxy/config/virtio", test_config_virtio);
     qtest_add_func("/mpqemu/proxy/bars/lsi", test_bars_lsi);
     qtest_add_func("/mpqemu/proxy/bars/virtio", test_bars_virtio);
-    qtest_add_func("/mpqemu/proxy/registers", test_register_access);
+    /* BAR accesses through the shared-memory ring, and over the socket */
+    qtest_add_data_func("/mpqemu/proxy/registers/ring", "on",
+                        test_register_access);
+    qtest_add_data_func("/mpqemu/proxy/registers/socket", "off",
+                        test_register_access);
     qtest_add_func("/mpqemu/proxy/rom", test_rom);
-    qtest_add_func("/mpqemu/proxy/intx", test_intx);
+    qtest_add_data_func("/mpqemu/proxy/intx/ring", "on", test_intx);
+    qtest_add_data_func("/mpqemu/proxy/intx/socket", "off", test_intx);
     qtest_add_func("/mpqemu/proxy/reset", test_reset);
 
     return g_test_run();
