@@ -21,7 +21,9 @@ bool proxy_ring_setup(ProxyLink *link, Error **errp)
     void *map = MAP_FAILED;
     int mem_fd, kick_fd = -1, done_fd = -1;
 
-    mem_fd = qemu_memfd_create("mpqemu-ring", MPQEMU_RING_SIZE, false, 0, 0,
+    /* sealed: the remote maps it and must not be made to fault */
+    mem_fd = qemu_memfd_create("mpqemu-ring", MPQEMU_RING_SIZE, false, 0,
+                               F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
                                errp);
     if (mem_fd < 0) {
         return false;

@@ -27,6 +27,7 @@
 struct RemoteRing {
     RemoteObject *owner;        /* only touched with the BQL, unless stopped */
     MPQemuRing *ring;
+    uint32_t served;            /* the last request answered */
     int kick_fd;
     int done_fd;
     int stop_fd;
@@ -87,7 +88,7 @@ static void *remote_ring_thread(void *opaque)
 {
     RemoteRing *rr = opaque;
     MPQemuRing *ring = rr->ring;
-    uint32_t served = qatomic_load_acquire(&ring->req_seq);
+    uint32_t served = rr->served;
     int64_t busy_until = 0;
 
     rcu_register_thread();
@@ -129,6 +130,14 @@ static void *remote_ring_thread(void *opaque)
     return NULL;
 }
 
+static bool is_eventfd(int fd)
+{
+    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+    g_autofree char *target = g_file_read_link(link, NULL);
+
+    return target && g_str_equal(target, "anon_inode:[eventfd]");
+}
+
 RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
                               MPQemuMsg *req, Error **errp)
 {
@@ -138,11 +147,18 @@ RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
     struct stat st;
     void *map;
 
-    if (size < sizeof(MPQemuRing) || size > MPQEMU_RING_SIZE ||
+    /* A memfd that cannot shrink under us (which would kill us by SIGBUS) */
+    if (size != MPQEMU_RING_SIZE ||
         fstat(req->fds[0], &st) < 0 || !S_ISREG(st.st_mode) ||
-        st.st_size < MPQEMU_RING_SIZE) {
-        error_setg(errp, "the ring must be a shared memory file of %d bytes",
-                   MPQEMU_RING_SIZE);
+        st.st_size < MPQEMU_RING_SIZE ||
+        !(fcntl(req->fds[0], F_GET_SEALS) & F_SEAL_SHRINK)) {
+        error_setg(errp, "the ring must be a memfd of %d bytes sealed "
+                   "against shrinking", MPQEMU_RING_SIZE);
+        return NULL;
+    }
+    if (!is_eventfd(req->fds[1]) || !is_eventfd(req->fds[2])) {
+        error_setg(errp, "the ring's kick and done descriptors must be "
+                   "eventfds");
         return NULL;
     }
     map = mmap(NULL, MPQEMU_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
@@ -155,6 +171,8 @@ RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
     rr = g_new0(RemoteRing, 1);
     rr->owner = owner;
     rr->ring = map;
+    /* Requests count from here: the proxy may send one as soon as we reply */
+    rr->served = qatomic_load_acquire(&rr->ring->req_seq);
     rr->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (rr->stop_fd < 0) {
         error_setg_errno(errp, errno, "cannot create an eventfd");

@@ -4,9 +4,11 @@
  * survive and report the error.
  *
  * - "remote" cases talk to a real remote process (x-remote machine serving
- *   an lsi53c895a) while the test plays the proxy;
+ *   an lsi53c895a) while the test plays the proxy; "remote/ring" cases set
+ *   up the shared-memory ring, badly or well, and use it;
  * - "proxy" cases run a main QEMU with an x-pci-proxy-dev while a thread of
- *   the test plays the remote and answers a BAR read badly;
+ *   the test plays the remote and answers a BAR read badly, on the socket
+ *   or ("proxy/ring") in the ring;
  * - "startup" cases check that a version mismatch stops the main QEMU.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -22,10 +24,14 @@
 #include "hw/pci/pci_regs.h"
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
+#include "qemu/atomic.h"
 #include "mpqemu/channel.h"
+#include "mpqemu/ring.h"
 #include "mpqemu-qtest.h"
 
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -221,6 +227,30 @@ static void expect_closed(int fd)
         error_free(err);
     }
     g_assert_cmpint(ret, ==, -EPIPE);
+    g_assert_cmpint(elapsed_ms, <, 3000);
+}
+
+/*
+ * As expect_closed(), for a message the peer may stop reading halfway: the
+ * unread rest can turn the close into a reset.
+ */
+static void expect_closed_or_reset(int fd)
+{
+    MPQemuMsg msg;
+    Error *err = NULL;
+    int64_t start = g_get_monotonic_time();
+    int ret = mpqemu_msg_recv(fd, &msg, IO_TIMEOUT_MS, &err);
+    int64_t elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+
+    if (ret == 0) {
+        g_test_message("unexpected %s message instead of a close",
+                       mpqemu_cmd_name(msg.hdr.cmd));
+        mpqemu_msg_close_fds(&msg);
+    } else {
+        g_test_message("connection ended: %s", error_get_pretty(err));
+        error_free(err);
+    }
+    g_assert_true(ret == -EPIPE || ret == -ECONNRESET);
     g_assert_cmpint(elapsed_ms, <, 3000);
 }
 
@@ -967,6 +997,873 @@ static void test_remote_bad_flags(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Remote side: the shared-memory ring (the test is the proxy)              */
+/* ------------------------------------------------------------------------ */
+
+/* LSI registers reached through the ring, in its MMIO BAR (region 1) */
+#define LSI_MMIO_REGION         1
+#define LSI_MMIO_SIZE           1024
+#define LSI_REG_DSTAT           0x0c
+#define LSI_REG_ISTAT0          0x14
+#define LSI_REG_SCRATCHA        0x34
+#define LSI_REG_DIEN            0x39
+#define LSI_DSTAT_ABRT          0x10
+#define LSI_ISTAT0_ABRT         0x80
+
+/* The name the remote gives its ring thread (with -name debug-threads=on) */
+#define RING_THREAD_PREFIX      "ring-"
+
+/* The proxy's end of a ring: the page and the two eventfds it created */
+typedef struct TestRing {
+    MPQemuRing *ring;       /* NULL if the memory is too small to map */
+    int mem_fd;
+    int kick_fd;
+    int done_fd;
+    uint32_t seq;           /* the last request put in the ring */
+} TestRing;
+
+static void test_ring_init(TestRing *t, size_t file_size)
+{
+    void *map;
+
+    memset(t, 0, sizeof(*t));
+    /* sealed against resizing, as the protocol requires */
+    t->mem_fd = qemu_memfd_create("protocol-test-ring", file_size, false, 0,
+                                  F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
+                                  &error_abort);
+    g_assert_cmpint(t->mem_fd, >=, 0);
+    t->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    g_assert_cmpint(t->kick_fd, >=, 0);
+    t->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    g_assert_cmpint(t->done_fd, >=, 0);
+    if (file_size >= MPQEMU_RING_SIZE) {
+        map = mmap(NULL, MPQEMU_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   t->mem_fd, 0);
+        g_assert_true(map != MAP_FAILED);
+        t->ring = map;
+    }
+}
+
+static void test_ring_free(TestRing *t)
+{
+    if (t->ring) {
+        munmap(t->ring, MPQEMU_RING_SIZE);
+    }
+    close(t->mem_fd);
+    close(t->kick_fd);
+    close(t->done_fd);
+}
+
+static void init_ring_setup(MPQemuMsg *m, uint64_t id, uint32_t size,
+                            const int *fds, unsigned int nfds)
+{
+    mpqemu_msg_init(m, MPQEMU_CMD_RING_SETUP, 0, id, sizeof(MPQemuRingSetup));
+    m->u.ring_setup.size = cpu_to_le32(size);
+    m->hdr.num_fds = nfds;
+    for (unsigned int i = 0; i < nfds; i++) {
+        m->fds[i] = fds[i];
+    }
+}
+
+/* RING_SETUP with @t's memory and eventfds, which the remote must accept */
+static void remote_ring_setup_raw(Remote *r, TestRing *t)
+{
+    MPQemuMsg req, reply;
+    int fds[MPQEMU_RING_FDS] = { t->mem_fd, t->kick_fd, t->done_fd };
+
+    init_ring_setup(&req, r->id++, MPQEMU_RING_SIZE, fds, MPQEMU_RING_FDS);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, 0);
+}
+
+/*
+ * The same, then wait until the remote's ring thread runs and has gone to
+ * sleep: a request put in the ring before that thread starts may be
+ * skipped (see test_remote_ring_first_request()), which the other ring
+ * tests must not trip over.
+ */
+static bool ring_wait_asleep(TestRing *t, int ms)
+{
+    int64_t deadline = g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND;
+
+    while (!qatomic_read(&t->ring->remote_sleeping)) {
+        if (g_get_monotonic_time() > deadline) {
+            return false;
+        }
+        g_usleep(1000);
+    }
+    return true;
+}
+
+static void remote_ring_setup(Remote *r, TestRing *t)
+{
+    remote_ring_setup_raw(r, t);
+    g_assert_true(ring_wait_asleep(t, IO_TIMEOUT_MS));
+}
+
+/* RING_SETUP that the remote must refuse; returns the error message */
+static char *remote_ring_setup_refused(Remote *r, uint32_t size,
+                                       const int *fds, unsigned int nfds)
+{
+    MPQemuMsg req;
+
+    init_ring_setup(&req, r->id++, size, fds, nfds);
+    return expect_error(r->fd, &req);
+}
+
+/* HELLO offering @features; returns the features the remote accepted */
+static uint64_t remote_hello_features(Remote *r, uint64_t features)
+{
+    MPQemuMsg req, reply;
+
+    init_hello(&req, r->id++, MPQEMU_VERSION);
+    req.u.hello.features = cpu_to_le64(features);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, sizeof(MPQemuHello));
+    g_assert_cmpuint(le32_to_cpu(reply.u.hello.version), ==, MPQEMU_VERSION);
+    return le64_to_cpu(reply.u.hello.features);
+}
+
+/* A remote whose threads carry names, so that its ring thread can be found */
+static void remote_start_named(Remote *r)
+{
+    r->dir = mpqemu_tmp_dir();
+    r->sock = g_build_filename(r->dir, "remote.sock", NULL);
+    r->qts = mpqemu_start_remote(r->sock, "lsi1",
+                                 "-name remote,debug-threads=on "
+                                 "-device lsi53c895a,id=lsi1");
+    r->fd = -1;
+    remote_connect(r);
+}
+
+/*
+ * The threads of process @pid whose name starts with @prefix (all of them
+ * if @prefix is NULL). With @ticks, also their CPU time so far, in clock
+ * ticks.
+ */
+static int count_threads(pid_t pid, const char *prefix, uint64_t *ticks)
+{
+    g_autofree char *dir = g_strdup_printf("/proc/%d/task", (int)pid);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    const char *tid;
+    int n = 0;
+
+    g_assert_nonnull(d);
+    if (ticks) {
+        *ticks = 0;
+    }
+    while ((tid = g_dir_read_name(d))) {
+        g_autofree char *comm_path = g_build_filename(dir, tid, "comm", NULL);
+        g_autofree char *stat_path = g_build_filename(dir, tid, "stat", NULL);
+        g_autofree char *comm = NULL;
+        g_autofree char *stat = NULL;
+
+        if (!g_file_get_contents(comm_path, &comm, NULL, NULL)) {
+            continue;       /* the thread just ended */
+        }
+        if (prefix && !g_str_has_prefix(comm, prefix)) {
+            continue;
+        }
+        n++;
+        if (ticks && g_file_get_contents(stat_path, &stat, NULL, NULL)) {
+            /* after "(comm)": state, then utime and stime are fields 14, 15 */
+            const char *p = strrchr(stat, ')');
+            g_auto(GStrv) f = g_strsplit(p ? p + 2 : "", " ", 0);
+
+            g_assert_cmpuint(g_strv_length(f), >, 12);
+            *ticks += g_ascii_strtoull(f[11], NULL, 10) +
+                      g_ascii_strtoull(f[12], NULL, 10);
+        }
+    }
+    return n;
+}
+
+/* Wait up to @ms for @pid to have @want threads named @prefix */
+static int wait_threads(pid_t pid, const char *prefix, int want, int ms)
+{
+    int64_t deadline = g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND;
+    int n;
+
+    while ((n = count_threads(pid, prefix, NULL)) != want &&
+           g_get_monotonic_time() < deadline) {
+        g_usleep(5 * 1000);
+    }
+    return n;
+}
+
+static int ring_threads(Remote *r)
+{
+    return count_threads(qtest_pid(r->qts), RING_THREAD_PREFIX, NULL);
+}
+
+/* Put a request in the ring, as a proxy does */
+static void ring_submit(TestRing *t, uint32_t cmd, uint32_t region,
+                        uint32_t size, uint64_t offset, uint64_t value)
+{
+    MPQemuRing *ring = t->ring;
+
+    qatomic_set(&ring->cmd, cmd);
+    qatomic_set(&ring->region, region);
+    qatomic_set(&ring->size, size);
+    qatomic_set(&ring->offset, offset);
+    qatomic_set(&ring->value, value);
+    qatomic_store_release(&ring->req_seq, ++t->seq);
+    smp_mb();
+    if (qatomic_read(&ring->remote_sleeping)) {
+        g_assert_cmpint(eventfd_write(t->kick_fd, 1), ==, 0);
+    }
+}
+
+/*
+ * Wait up to @ms for the answer to the last request. The test announces
+ * that it sleeps before it even asks, so the remote must signal the done
+ * eventfd for every answer: an answer that comes without that signal
+ * counts as no answer.
+ */
+static bool ring_wait(TestRing *t, int ms)
+{
+    int64_t deadline = g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND;
+    bool signalled = false;
+
+    for (;;) {
+        struct pollfd pfd = { .fd = t->done_fd, .events = POLLIN };
+        int64_t left = (deadline - g_get_monotonic_time()) / 1000;
+        eventfd_t count;
+
+        if (signalled &&
+            qatomic_load_acquire(&t->ring->resp_seq) == t->seq) {
+            return true;
+        }
+        if (left <= 0) {
+            return false;
+        }
+        if (poll(&pfd, 1, left) == 1 &&
+            eventfd_read(t->done_fd, &count) == 0) {
+            signalled = true;
+        }
+    }
+}
+
+/* One access through the ring; returns the status the remote answered */
+static int ring_access(TestRing *t, uint32_t cmd, uint32_t region,
+                       uint32_t size, uint64_t offset, uint64_t value,
+                       uint64_t *result, uint32_t *notify_seq)
+{
+    qatomic_set(&t->ring->proxy_sleeping, 1);
+    smp_mb();
+    ring_submit(t, cmd, region, size, offset, value);
+    if (!ring_wait(t, IO_TIMEOUT_MS)) {
+        g_test_message("no answer in the ring to request %u (resp_seq %u)",
+                       t->seq, qatomic_read(&t->ring->resp_seq));
+        g_assert_not_reached();
+    }
+    qatomic_set(&t->ring->proxy_sleeping, 0);
+    if (result) {
+        *result = qatomic_read(&t->ring->result);
+    }
+    if (notify_seq) {
+        *notify_seq = qatomic_read(&t->ring->notify_seq);
+    }
+    return qatomic_read(&t->ring->status);
+}
+
+static uint64_t ring_read(TestRing *t, uint32_t region, uint64_t offset,
+                          uint32_t size)
+{
+    uint64_t value = 0;
+
+    g_assert_cmpint(ring_access(t, MPQEMU_CMD_BAR_READ, region, size, offset,
+                                0, &value, NULL), ==, 0);
+    return value;
+}
+
+static void ring_write(TestRing *t, uint32_t region, uint64_t offset,
+                       uint32_t size, uint64_t value)
+{
+    g_assert_cmpint(ring_access(t, MPQEMU_CMD_BAR_WRITE, region, size, offset,
+                                value, NULL, NULL), ==, 0);
+}
+
+/* Expect one SET_IRQ notification of @level on the socket */
+static void expect_set_irq(Remote *r, uint32_t level)
+{
+    MPQemuMsg msg;
+
+    recv_msg(r->fd, &msg);
+    g_assert_true(mpqemu_msg_check(&msg, MPQEMU_PEER_PROXY, &error_abort));
+    g_assert_cmpuint(msg.hdr.cmd, ==, MPQEMU_CMD_SET_IRQ);
+    g_assert_cmpuint(msg.hdr.id, ==, 0);
+    g_assert_cmpuint(le32_to_cpu(msg.u.set_irq.level), ==, level);
+}
+
+/* Nothing is waiting on the socket */
+static void expect_quiet(Remote *r)
+{
+    struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+    g_assert_cmpint(poll(&pfd, 1, 0), ==, 0);
+}
+
+/* (12) RING_SETUP without the RING feature negotiated */
+static void test_remote_ring_not_negotiated(void)
+{
+    Remote r;
+    TestRing t;
+    int fds[MPQEMU_RING_FDS];
+    g_autofree char *before_hello = NULL;
+    g_autofree char *not_negotiated = NULL;
+    g_autofree char *unknown_only = NULL;
+
+    remote_start_named(&r);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    fds[0] = t.mem_fd;
+    fds[1] = t.kick_fd;
+    fds[2] = t.done_fd;
+
+    before_hello = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
+    g_assert_nonnull(strstr(before_hello, "HELLO"));
+
+    /* a proxy that asks for no feature gets none, and no ring */
+    g_assert_cmphex(remote_hello_features(&r, 0), ==, 0);
+    not_negotiated = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
+    g_assert_nonnull(strstr(not_negotiated, "negotiated"));
+    g_assert_cmpint(ring_threads(&r), ==, 0);
+    remote_check_works(&r);
+
+    /* unknown feature bits are not granted, and do not imply RING */
+    remote_drop(&r);
+    remote_connect(&r);
+    g_assert_cmphex(remote_hello_features(&r, 1ULL << 7 | 1ULL << 63), ==, 0);
+    unknown_only = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
+    g_assert_nonnull(strstr(unknown_only, "negotiated"));
+    g_assert_cmpint(ring_threads(&r), ==, 0);
+    remote_check_works(&r);
+
+    /* the intersection: RING alone survives, and the same setup now works */
+    remote_drop(&r);
+    remote_connect(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
+                                              1ULL << 7 | 1ULL << 63), ==,
+                    MPQEMU_FEATURE_RING);
+    remote_ring_setup(&r, &t);
+    g_assert_cmpint(wait_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, 1,
+                                 IO_TIMEOUT_MS), ==, 1);
+    g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+    remote_check_works(&r);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+}
+
+/* (13) RING_SETUP carrying the wrong number of descriptors */
+static void test_remote_ring_bad_fds(void)
+{
+    static const unsigned int counts[] = { 0, 1, 2, 4, MPQEMU_MAX_FDS };
+    Remote r;
+    TestRing t;
+    MPQemuMsg req;
+    int fds[MPQEMU_MAX_FDS], probe;
+
+    remote_start_named(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+
+    for (int i = 0; i < ARRAY_SIZE(counts); i++) {
+        unsigned int n = counts[i];
+        int passfd = -1;
+
+        /* a ring's worth of descriptors, then one whose closing shows */
+        fds[0] = t.mem_fd;
+        fds[1] = t.kick_fd;
+        fds[2] = t.done_fd;
+        for (unsigned int j = MPQEMU_RING_FDS; j < MPQEMU_MAX_FDS; j++) {
+            fds[j] = t.kick_fd;
+        }
+        if (n) {
+            passfd = probe_fd_new(&probe);
+            fds[n - 1] = passfd;
+        }
+        g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, n));
+        if (n) {
+            close(passfd);
+            g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+        }
+        g_assert_cmpint(ring_threads(&r), ==, 0);
+        remote_check_works(&r);
+    }
+
+    /* the right descriptors with a payload of the wrong size */
+    fds[0] = t.mem_fd;
+    fds[1] = t.kick_fd;
+    fds[2] = t.done_fd;
+    init_ring_setup(&req, r.id++, MPQEMU_RING_SIZE, fds, 3);
+    req.hdr.size = 4;
+    expect_error_free(r.fd, &req);
+    init_ring_setup(&req, r.id++, MPQEMU_RING_SIZE, fds, 3);
+    req.hdr.size = 16;
+    expect_error_free(r.fd, &req);
+    g_assert_cmpint(ring_threads(&r), ==, 0);
+    remote_check_works(&r);
+
+    /*
+     * The header and the descriptors that came disagree: framing, so the
+     * connection is closed, and what did come is closed too.
+     */
+    {
+        struct QEMU_PACKED {
+            MPQemuHeader h;
+            MPQemuRingSetup s;
+        } wire = { .s.size = cpu_to_le32(MPQEMU_RING_SIZE) };
+        int two[2];
+
+        /* three declared, two attached */
+        wire_header(&wire.h, MPQEMU_MAGIC, MPQEMU_CMD_RING_SETUP, 0, r.id++,
+                    sizeof(wire.s), MPQEMU_RING_FDS);
+        two[0] = t.mem_fd;
+        two[1] = probe_fd_new(&probe);
+        g_assert_true(send_with_fds(r.fd, &wire, sizeof(wire), two, 2));
+        close(two[1]);
+        expect_closed_or_reset(r.fd);
+        g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+        remote_check_recovers(&r);
+        g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                        MPQEMU_FEATURE_RING);
+
+        /* none declared, three attached */
+        wire_header(&wire.h, MPQEMU_MAGIC, MPQEMU_CMD_RING_SETUP, 0, r.id++,
+                    sizeof(wire.s), 0);
+        fds[2] = probe_fd_new(&probe);
+        g_assert_true(send_with_fds(r.fd, &wire, sizeof(wire), fds, 3));
+        close(fds[2]);
+        expect_closed_or_reset(r.fd);
+        g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+        remote_check_recovers(&r);
+    }
+    g_assert_cmpint(ring_threads(&r), ==, 0);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+}
+
+/* (14) RING_SETUP whose memory or size is not a ring's */
+static void test_remote_ring_bad_memory(void)
+{
+    static const uint32_t bad_sizes[] = {
+        0, MPQEMU_RING_SIZE * 2, UINT32_MAX,
+    };
+    Remote r;
+    TestRing t, small;
+    int fds[MPQEMU_RING_FDS], probe, base, ro_fd, ev;
+    g_autofree char *ro_path = NULL;
+
+    remote_start_named(&r);
+    base = count_threads(qtest_pid(r.qts), NULL, NULL);
+    g_assert_cmpint(base, >, 0);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    fds[1] = t.kick_fd;
+    fds[2] = t.done_fd;
+
+    /* a pipe, which must be closed once refused */
+    fds[0] = probe_fd_new(&probe);
+    g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3));
+    close(fds[0]);
+    g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+
+    /* an eventfd */
+    ev = eventfd(0, EFD_CLOEXEC);
+    g_assert_cmpint(ev, >=, 0);
+    fds[0] = ev;
+    g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3));
+    close(ev);
+
+    /* shared memory smaller than a ring */
+    for (size_t size = 0; size < MPQEMU_RING_SIZE; size += 4095) {
+        test_ring_init(&small, size ?: 1024);
+        fds[0] = small.mem_fd;
+        g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3));
+        test_ring_free(&small);
+    }
+
+    /* shared memory that cannot be written */
+    ro_path = g_strdup_printf("/proc/self/fd/%d", t.mem_fd);
+    ro_fd = open(ro_path, O_RDONLY | O_CLOEXEC);
+    g_assert_cmpint(ro_fd, >=, 0);
+    fds[0] = ro_fd;
+    g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3));
+    close(ro_fd);
+
+    /* the right memory, but a size field other than a ring's */
+    fds[0] = t.mem_fd;
+    for (int i = 0; i < ARRAY_SIZE(bad_sizes); i++) {
+        g_free(remote_ring_setup_refused(&r, bad_sizes[i], fds, 3));
+    }
+
+    /* no thread started, or left behind */
+    g_assert_cmpint(ring_threads(&r), ==, 0);
+    g_assert_cmpint(count_threads(qtest_pid(r.qts), NULL, NULL), ==, base);
+    remote_check_works(&r);
+
+    /* the refusals did not use up the connection's one ring */
+    remote_ring_setup(&r, &t);
+    g_assert_cmpint(wait_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, 1,
+                                 IO_TIMEOUT_MS), ==, 1);
+    g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+}
+
+/* (15) a second RING_SETUP on the same connection */
+static void test_remote_ring_twice(void)
+{
+    Remote r;
+    TestRing t, second;
+    int fds[MPQEMU_RING_FDS];
+    g_autofree char *msg = NULL;
+
+    remote_start_named(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    test_ring_init(&second, MPQEMU_RING_SIZE);
+    remote_ring_setup(&r, &t);
+    g_assert_cmpint(wait_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, 1,
+                                 IO_TIMEOUT_MS), ==, 1);
+    ring_write(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4, 0x600d0001);
+
+    fds[0] = second.mem_fd;
+    fds[1] = second.kick_fd;
+    fds[2] = second.done_fd;
+    msg = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
+    g_assert_nonnull(strstr(msg, "already"));
+    /* ... also when it is the same ring again */
+    g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE,
+                                     (int[]) { t.mem_fd, t.kick_fd,
+                                               t.done_fd }, 3));
+    g_assert_cmpint(count_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, NULL),
+                    ==, 1);
+
+    /* the first ring still serves; the refused one does not */
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
+                    0x600d0001);
+    qatomic_set(&second.ring->remote_sleeping, 1);     /* so that it kicks */
+    ring_submit(&second, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION,
+                4, LSI_REG_SCRATCHA, 0);
+    g_assert_false(ring_wait(&second, 100));
+    g_assert_cmpuint(qatomic_read(&second.ring->resp_seq), ==, 0);
+    remote_check_works(&r);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+    test_ring_free(&second);
+}
+
+/* (16) BAR accesses through a ring, hostile ones included, then the end */
+static void test_remote_ring_working(void)
+{
+    static const struct {
+        uint32_t cmd, region, size;
+        uint64_t offset;
+    } hostile[] = {
+        { MPQEMU_CMD_BAR_READ, 9, 4, 0 },
+        { MPQEMU_CMD_BAR_WRITE, 9, 4, 0 },
+        { MPQEMU_CMD_BAR_READ, 7, 4, 0 },
+        { MPQEMU_CMD_BAR_READ, UINT32_MAX, 4, 0 },
+        { MPQEMU_CMD_BAR_WRITE, 6, 4, 0 },            /* no ROM */
+        { MPQEMU_CMD_BAR_READ, 3, 4, 0 },             /* no BAR 3 */
+        { MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 3, LSI_REG_SCRATCHA },
+        { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 3, LSI_REG_SCRATCHA },
+        { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 0, LSI_REG_SCRATCHA },
+        { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 16, LSI_REG_SCRATCHA },
+        { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, UINT32_MAX,
+          LSI_REG_SCRATCHA },
+        { MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4, LSI_MMIO_SIZE },
+        { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 4, LSI_MMIO_SIZE - 2 },
+        { MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 8, UINT64_MAX - 3 },
+        { MPQEMU_CMD_BAR_WRITE, 2, 1, UINT64_MAX },
+        { 77, LSI_MMIO_REGION, 4, LSI_REG_SCRATCHA },
+        { 0, LSI_MMIO_REGION, 4, LSI_REG_SCRATCHA },
+        { MPQEMU_CMD_CONFIG_WRITE, 0, 4, 0 },
+        { MPQEMU_CMD_RING_SETUP, LSI_MMIO_REGION, 4, LSI_REG_SCRATCHA },
+        { UINT32_MAX, LSI_MMIO_REGION, 4, LSI_REG_SCRATCHA },
+    };
+    Remote r;
+    TestRing t, again;
+    pid_t pid;
+    uint64_t value, ticks_before, ticks_after;
+    uint32_t notify_seq;
+    int base;
+
+    remote_start_named(&r);
+    pid = qtest_pid(r.qts);
+    base = count_threads(pid, NULL, NULL);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    remote_ring_setup(&r, &t);
+    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 1, IO_TIMEOUT_MS),
+                    ==, 1);
+    g_assert_cmpint(count_threads(pid, NULL, NULL), ==, base + 1);
+
+    /* what the ring writes, the ring and the socket read back */
+    ring_write(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4, 0x5aa5c33c);
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4,
+                                LSI_REG_SCRATCHA, 0, &value, &notify_seq),
+                    ==, 0);
+    g_assert_cmphex(value, ==, 0x5aa5c33c);
+    g_assert_cmpuint(notify_seq, ==, 0);
+    g_assert_cmphex(remote_bar_read(&r, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4),
+                    ==, 0x5aa5c33c);
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA + 1, 2),
+                    ==, 0xa5c3);
+    g_assert_cmphex(ring_read(&t, 0, LSI_REG_SCRATCHA, 4), ==, 0x5aa5c33c);
+
+    /* and what the socket writes, the ring reads */
+    {
+        MPQemuMsg req, reply;
+
+        init_bar(&req, MPQEMU_CMD_BAR_WRITE, r.id++, LSI_MMIO_REGION,
+                 LSI_REG_SCRATCHA, 4, 0x01234567);
+        send_msg(r.fd, &req);
+        expect_reply(r.fd, &req, &reply, 0);
+    }
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
+                    0x01234567);
+
+    /* an idle ring: the remote sleeps, costs no CPU, and wakes when kicked */
+    g_assert_true(ring_wait_asleep(&t, 1000));
+    g_assert_cmpint(count_threads(pid, RING_THREAD_PREFIX, &ticks_before), ==,
+                    1);
+    g_usleep(300 * 1000);
+    g_assert_cmpint(count_threads(pid, RING_THREAD_PREFIX, &ticks_after), ==,
+                    1);
+    g_test_message("idle ring thread: %" PRIu64 " ticks in 300 ms",
+                   ticks_after - ticks_before);
+    g_assert_cmpuint(ticks_after - ticks_before, <, 5);
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
+                    0x01234567);
+
+    /* hostile requests fail alone; the ring keeps serving */
+    for (int i = 0; i < ARRAY_SIZE(hostile); i++) {
+        int status = ring_access(&t, hostile[i].cmd, hostile[i].region,
+                                 hostile[i].size, hostile[i].offset, 0,
+                                 NULL, NULL);
+
+        g_test_message("ring cmd %u region %u size %u offset 0x%" PRIx64
+                       ": status %d", hostile[i].cmd, hostile[i].region,
+                       hostile[i].size, hostile[i].offset, status);
+        g_assert_cmpint(status, <, 0);
+        /* the refused writes did not land */
+        g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4),
+                        ==, 0x01234567);
+        if (i % 4 == 0) {
+            g_usleep(2 * 1000);         /* let the remote fall asleep */
+        }
+    }
+    g_assert_cmphex(ring_read(&t, 2, 8184, 8), ==, 0);
+    remote_check_works(&r);
+    expect_quiet(&r);
+
+    /*
+     * An interrupt the device raises and lowers while serving the ring:
+     * each notification is on the socket, counted in notify_seq, by the
+     * time the answer is.
+     */
+    ring_write(&t, LSI_MMIO_REGION, LSI_REG_DIEN, 1, LSI_DSTAT_ABRT);
+    expect_quiet(&r);
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 1,
+                                LSI_REG_ISTAT0, LSI_ISTAT0_ABRT, NULL,
+                                &notify_seq), ==, 0);
+    g_assert_cmpuint(notify_seq, ==, 1);
+    expect_set_irq(&r, 1);
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 1,
+                                LSI_REG_DSTAT, 0, &value, &notify_seq), ==, 0);
+    g_assert_cmphex(value & LSI_DSTAT_ABRT, ==, LSI_DSTAT_ABRT);
+    g_assert_cmpuint(notify_seq, ==, 2);
+    expect_set_irq(&r, 0);
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4,
+                                LSI_REG_SCRATCHA, 0, &value, &notify_seq),
+                    ==, 0);
+    g_assert_cmpuint(notify_seq, ==, 2);
+    expect_quiet(&r);
+
+    /* the proxy goes away: so does the ring thread, and the ring is dead */
+    close(r.fd);
+    r.fd = -1;
+    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 0, IO_TIMEOUT_MS),
+                    ==, 0);
+    g_assert_cmpint(wait_threads(pid, NULL, base, IO_TIMEOUT_MS), ==, base);
+    qatomic_set(&t.ring->remote_sleeping, 1);          /* so that it kicks */
+    ring_submit(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 4,
+                LSI_REG_SCRATCHA, 0xbad);
+    g_assert_false(ring_wait(&t, 100));
+    check_alive(r.qts);
+
+    /* a new proxy gets a device reset on the way, and a ring of its own */
+    remote_connect(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    remote_check_works(&r);
+    test_ring_init(&again, MPQEMU_RING_SIZE);
+    remote_ring_setup(&r, &again);
+    g_assert_cmphex(ring_read(&again, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4),
+                    ==, 0);
+    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 1, IO_TIMEOUT_MS),
+                    ==, 1);
+
+    remote_drop(&r);
+    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 0, IO_TIMEOUT_MS),
+                    ==, 0);
+    remote_stop(&r);
+    test_ring_free(&t);
+    test_ring_free(&again);
+}
+
+/*
+ * (17) the first request, put in the ring as soon as RING_SETUP's reply
+ * arrives, as the protocol allows: it must be served even if the remote's
+ * ring thread had not started running yet.
+ */
+static void test_remote_ring_first_request(void)
+{
+    const int rounds = 200;
+    Remote r;
+    int lost = 0, round;
+
+    remote_start_named(&r);
+
+    for (round = 0; round < rounds && !lost; round++) {
+        TestRing t;
+
+        g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                        MPQEMU_FEATURE_RING);
+        test_ring_init(&t, MPQEMU_RING_SIZE);
+        remote_ring_setup_raw(&r, &t);
+        qatomic_set(&t.ring->proxy_sleeping, 1);
+        smp_mb();
+        ring_submit(&t, MPQEMU_CMD_BAR_READ, 0, 1, 0, 0);
+        if (!ring_wait(&t, 1000)) {
+            lost++;
+            g_test_message("round %d: the first request in the ring was "
+                           "never answered (req_seq %u, resp_seq %u, "
+                           "remote_sleeping %u)", round,
+                           qatomic_read(&t.ring->req_seq),
+                           qatomic_read(&t.ring->resp_seq),
+                           qatomic_read(&t.ring->remote_sleeping));
+            /* the next request is: the first one was skipped, not slow */
+            ring_submit(&t, MPQEMU_CMD_BAR_READ, 0, 1, 0, 0);
+            g_test_message("a second request was %s",
+                           ring_wait(&t, 1000) ? "answered" : "not answered "
+                           "either");
+        } else {
+            g_assert_cmphex(qatomic_read(&t.ring->result), ==,
+                            LSI_SCNTL0_RESET);
+        }
+        remote_drop(&r);
+        remote_connect(&r);
+        test_ring_free(&t);
+    }
+    g_test_message("%d of %d first requests lost", lost, round);
+    remote_stop(&r);
+    if (lost) {
+        /* not fatal, so that the tests after this one still run */
+        g_test_message("FAIL: a request put in the ring right after "
+                       "RING_SETUP's reply was never served");
+        g_test_fail();
+    }
+}
+
+/*
+ * (18) a ring the proxy could shrink after RING_SETUP would kill the remote
+ * by SIGBUS: the remote refuses a memfd not sealed against shrinking, and a
+ * sealed one cannot be shrunk.
+ */
+static void test_remote_ring_shrunk(void)
+{
+    Remote r;
+    TestRing t;
+    int unsealed, fds[MPQEMU_RING_FDS];
+    g_autofree char *msg = NULL;
+
+    remote_start_named(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+
+    unsealed = qemu_memfd_create("protocol-test-unsealed", MPQEMU_RING_SIZE,
+                                 false, 0, 0, &error_abort);
+    fds[0] = unsealed;
+    fds[1] = t.kick_fd;
+    fds[2] = t.done_fd;
+    msg = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds,
+                                    MPQEMU_RING_FDS);
+    g_assert_nonnull(strstr(msg, "sealed"));
+    close(unsealed);
+
+    remote_ring_setup(&r, &t);
+    g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+    g_assert_cmpint(ftruncate(t.mem_fd, 0), ==, -1);
+    g_assert_cmpint(errno, ==, EPERM);
+    g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+    check_alive(r.qts);
+    remote_stop(&r);
+    test_ring_free(&t);
+}
+
+/*
+ * (19) kick and done descriptors that are not eventfds: the ring thread
+ * would poll a descriptor that is always readable, or never, so RING_SETUP
+ * must be refused like any other bad value.
+ */
+static void test_remote_ring_not_eventfds(void)
+{
+    Remote r;
+    TestRing t, other;
+    MPQemuMsg req, reply;
+    int fds[MPQEMU_RING_FDS];
+    uint64_t ticks_before, ticks_after;
+    pid_t pid;
+
+    remote_start_named(&r);
+    pid = qtest_pid(r.qts);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    test_ring_init(&other, MPQEMU_RING_SIZE);
+    fds[0] = t.mem_fd;
+    fds[1] = other.mem_fd;          /* a file: always readable */
+    fds[2] = t.done_fd;
+
+    init_ring_setup(&req, r.id++, MPQEMU_RING_SIZE, fds, 3);
+    send_msg(r.fd, &req);
+    recv_msg(r.fd, &reply);
+    if (reply.hdr.flags & MPQEMU_FLAG_ERROR) {
+        g_test_message("refused: %s", reply.u.error.message);
+        g_assert_cmpint(ring_threads(&r), ==, 0);
+    } else {
+        g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 1,
+                                     IO_TIMEOUT_MS), ==, 1);
+        g_usleep(20 * 1000);
+        count_threads(pid, RING_THREAD_PREFIX, &ticks_before);
+        g_usleep(300 * 1000);
+        count_threads(pid, RING_THREAD_PREFIX, &ticks_after);
+        g_test_message("FAIL: RING_SETUP with a memfd as kick descriptor was "
+                       "accepted; the idle ring thread then used %" PRIu64
+                       " ticks of CPU in 300 ms (remote_sleeping %u)",
+                       ticks_after - ticks_before,
+                       qatomic_read(&t.ring->remote_sleeping));
+        g_test_fail();
+    }
+    remote_check_works(&r);
+    remote_stop(&r);
+    test_ring_free(&t);
+    test_ring_free(&other);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Proxy side: the test is the remote                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -999,6 +1896,19 @@ typedef enum BadReply {
 #define FAKE_DEVICE         0x5678
 #define FAKE_IDLE_MS        20000
 
+/* How the fake remote answers the first BAR read put in the ring */
+typedef enum RingMode {
+    RING_OFF,               /* no ring: the HELLO reply offers no feature */
+    RING_ANSWER,            /* answer every request properly */
+    RING_SILENT,            /* never answer it */
+    RING_NOTIFY_MISSING,    /* announce a notification that never comes */
+    RING_NOTIFY_LATE,       /* announce a SET_IRQ, then send it later */
+    RING_HANGUP,            /* close the socket once the proxy sleeps */
+} RingMode;
+
+/* How long RING_NOTIFY_LATE waits before sending the announced SET_IRQ */
+#define FAKE_LATE_MS        150
+
 /* What a BAR_READ answered properly returns */
 static uint32_t fake_bar_value(uint64_t offset)
 {
@@ -1017,10 +1927,16 @@ typedef struct FakeRemote {
     bool hello_refuse;
     uint64_t bar_size;      /* what DEVICE_INFO reports for BAR0 */
     int probe;              /* REPLY_WITH_FD: read end of the pipe */
+    RingMode ring_mode;
 
     /* owned by the thread */
     uint8_t config[256];
     uint64_t last_id;
+    MPQemuRing *ring;       /* mapped once RING_SETUP came */
+    int kick_fd;
+    int done_fd;
+    uint32_t ring_served;   /* the last request taken from the ring */
+    uint32_t notify_sent;   /* notifications sent on the socket */
 
     /* shared, under lock */
     GMutex lock;
@@ -1028,6 +1944,8 @@ typedef struct FakeRemote {
     unsigned int requests;
     unsigned int bar_reads;
     unsigned int bar_writes;
+    unsigned int ring_setups;
+    unsigned int ring_reads;    /* the BAR reads that came through the ring */
     bool done;              /* the connection is over */
     GString *errors;        /* what the fake did not expect */
 } FakeRemote;
@@ -1205,6 +2123,140 @@ static bool fake_bad_bar_read(FakeRemote *f, int fd, const MPQemuMsg *req,
     return fake_send(f, fd, reply);
 }
 
+/* Take the ring the proxy offers, checking that it is what it must be */
+static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
+                            MPQemuMsg *reply)
+{
+    struct stat st;
+    void *map;
+
+    if (f->ring_mode == RING_OFF || f->ring) {
+        fake_error(f, "RING_SETUP %s", f->ring ? "twice" : "not negotiated");
+        mpqemu_msg_init_error(reply, req, -EPROTO, "no ring here");
+        return;
+    }
+    if (le32_to_cpu(req->u.ring_setup.size) != MPQEMU_RING_SIZE ||
+        fstat(req->fds[0], &st) < 0 || !S_ISREG(st.st_mode) ||
+        st.st_size != MPQEMU_RING_SIZE) {
+        fake_error(f, "RING_SETUP of %u bytes with a ring file of %" PRId64
+                   " bytes", le32_to_cpu(req->u.ring_setup.size),
+                   (int64_t)st.st_size);
+        mpqemu_msg_init_error(reply, req, -EINVAL, "bad ring");
+        return;
+    }
+    map = mmap(NULL, MPQEMU_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+               req->fds[0], 0);
+    if (map == MAP_FAILED) {
+        fake_error(f, "cannot map the ring: %s", strerror(errno));
+        mpqemu_msg_init_error(reply, req, -EINVAL, "cannot map the ring");
+        return;
+    }
+    f->ring = map;
+    f->kick_fd = dup(req->fds[1]);
+    f->done_fd = dup(req->fds[2]);
+    /* before the reply: the proxy may use the ring as soon as it has it */
+    f->ring_served = qatomic_load_acquire(&f->ring->req_seq);
+    /* this remote always sleeps: the proxy kicks for every request */
+    qatomic_set(&f->ring->remote_sleeping, 1);
+    g_mutex_lock(&f->lock);
+    f->ring_setups++;
+    g_mutex_unlock(&f->lock);
+    mpqemu_msg_init_reply(reply, req, 0);
+}
+
+/* Answer request @seq in the ring */
+static void fake_ring_answer(FakeRemote *f, uint32_t seq, uint64_t value,
+                             uint32_t notify_seq)
+{
+    MPQemuRing *ring = f->ring;
+
+    qatomic_set(&ring->result, value);
+    qatomic_set(&ring->status, 0);
+    qatomic_set(&ring->notify_seq, notify_seq);
+    qatomic_store_release(&ring->resp_seq, seq);
+    smp_mb();
+    if (qatomic_read(&ring->proxy_sleeping)) {
+        eventfd_write(f->done_fd, 1);
+    }
+}
+
+/* The proxy kicked: serve what is in the ring; false: stop serving */
+static bool fake_serve_ring(FakeRemote *f, int fd)
+{
+    MPQemuRing *ring = f->ring;
+    uint32_t seq = qatomic_load_acquire(&ring->req_seq);
+    uint32_t cmd = qatomic_read(&ring->cmd);
+    uint32_t region = qatomic_read(&ring->region);
+    uint32_t size = qatomic_read(&ring->size);
+    uint64_t offset = qatomic_read(&ring->offset);
+    uint64_t value = fake_bar_value(offset);
+    int64_t deadline;
+    MPQemuMsg msg;
+    unsigned int nth;
+
+    if (seq == f->ring_served) {
+        return true;            /* nothing new */
+    }
+    if (seq != f->ring_served + 1) {
+        fake_error(f, "ring request %u after %u", seq, f->ring_served);
+    }
+    f->ring_served = seq;
+    if ((cmd != MPQEMU_CMD_BAR_READ && cmd != MPQEMU_CMD_BAR_WRITE) ||
+        region != 0 || size != 4 || offset > FAKE_BAR_SIZE - 4) {
+        fake_error(f, "ring request %u of %u bytes at 0x%" PRIx64
+                   " of region %u", cmd, size, offset, region);
+    }
+    if (cmd == MPQEMU_CMD_BAR_WRITE) {
+        g_mutex_lock(&f->lock);
+        f->bar_writes++;
+        g_mutex_unlock(&f->lock);
+        fake_ring_answer(f, seq, 0, f->notify_sent);
+        return true;
+    }
+
+    g_mutex_lock(&f->lock);
+    nth = ++f->bar_reads;
+    f->ring_reads++;
+    g_mutex_unlock(&f->lock);
+    if (nth > 1) {
+        fake_ring_answer(f, seq, value, f->notify_sent);
+        return true;
+    }
+
+    switch (f->ring_mode) {
+    case RING_SILENT:
+        return true;
+    case RING_NOTIFY_MISSING:
+        fake_ring_answer(f, seq, value, f->notify_sent + 1);
+        return true;
+    case RING_NOTIFY_LATE:
+        fake_ring_answer(f, seq, value, f->notify_sent + 1);
+        g_usleep(FAKE_LATE_MS * 1000);
+        mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+        msg.u.set_irq.level = cpu_to_le32(1);
+        f->notify_sent++;
+        return fake_send(f, fd, &msg);
+    case RING_HANGUP:
+        /* hang up on a proxy that sleeps, not on one that polls */
+        deadline = g_get_monotonic_time() +
+                   IO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+        while (!qatomic_read(&ring->proxy_sleeping)) {
+            if (g_get_monotonic_time() > deadline) {
+                fake_error(f, "the proxy never slept on the ring");
+                break;
+            }
+            g_usleep(1000);
+        }
+        return false;
+    case RING_ANSWER:
+        fake_ring_answer(f, seq, value, f->notify_sent);
+        return true;
+    case RING_OFF:
+        break;
+    }
+    g_assert_not_reached();
+}
+
 /* Serve one request; false: stop serving */
 static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
 {
@@ -1222,6 +2274,13 @@ static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
         }
         mpqemu_msg_init_reply(&reply, req, sizeof(MPQemuHello));
         reply.u.hello.version = cpu_to_le32(f->hello_version);
+        if (f->ring_mode != RING_OFF) {
+            if (!(le64_to_cpu(req->u.hello.features) & MPQEMU_FEATURE_RING)) {
+                fake_error(f, "the proxy did not offer the ring");
+            }
+            reply.u.hello.features = cpu_to_le64(
+                le64_to_cpu(req->u.hello.features) & MPQEMU_FEATURE_RING);
+        }
         pstrcpy(reply.u.hello.devid, sizeof(reply.u.hello.devid), "fake0");
         break;
     case MPQEMU_CMD_DEVICE_INFO:
@@ -1282,6 +2341,9 @@ static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
     case MPQEMU_CMD_RESET:
         mpqemu_msg_init_reply(&reply, req, 0);
         break;
+    case MPQEMU_CMD_RING_SETUP:
+        fake_ring_setup(f, req, &reply);
+        break;
     default:
         fake_error(f, "unexpected %s", mpqemu_cmd_name(req->hdr.cmd));
         return false;
@@ -1308,8 +2370,34 @@ static gpointer fake_remote_thread(gpointer opaque)
         MPQemuMsg req;
         Error *err = NULL;
         bool more;
-        int ret = mpqemu_msg_recv(fd, &req, FAKE_IDLE_MS, &err);
+        int ret;
+        struct pollfd pfd[2] = {
+            { .fd = fd, .events = POLLIN },
+            { .fd = f->ring ? f->kick_fd : -1, .events = POLLIN },
+        };
 
+        /* the ring, once there is one, and the socket */
+        ret = poll(pfd, 2, FAKE_IDLE_MS);
+        if (ret < 0 && errno == EINTR) {
+            continue;
+        }
+        if (ret <= 0) {
+            fake_error(f, "nothing from the proxy for %d ms", FAKE_IDLE_MS);
+            break;
+        }
+        if (pfd[1].revents) {
+            eventfd_t count;
+
+            eventfd_read(f->kick_fd, &count);
+            if (!fake_serve_ring(f, fd)) {
+                break;
+            }
+        }
+        if (!pfd[0].revents) {
+            continue;
+        }
+
+        ret = mpqemu_msg_recv(fd, &req, FAKE_IDLE_MS, &err);
         if (ret == -EPIPE || ret == -ECONNRESET) {
             error_free(err);
             break;          /* the proxy went away */
@@ -1345,6 +2433,11 @@ static gpointer fake_remote_thread(gpointer opaque)
 out:
     if (fd >= 0) {
         close(fd);
+    }
+    if (f->ring) {
+        munmap(f->ring, MPQEMU_RING_SIZE);
+        close(f->kick_fd);
+        close(f->done_fd);
     }
     g_mutex_lock(&f->lock);
     f->done = true;
@@ -1447,11 +2540,23 @@ typedef struct ProxyTest {
     QPCIBar bar;
 } ProxyTest;
 
-static void proxy_test_start(ProxyTest *t, BadReply bad, const char *props)
+static unsigned int fake_counter(FakeRemote *f, unsigned int *counter)
+{
+    unsigned int n;
+
+    g_mutex_lock(&f->lock);
+    n = *counter;
+    g_mutex_unlock(&f->lock);
+    return n;
+}
+
+/* A main QEMU whose proxy talks to @fake, which the test then owns */
+static void proxy_test_start_fake(ProxyTest *t, FakeRemote *fake,
+                                  const char *props)
 {
     uint64_t size = 0;
 
-    t->fake = fake_remote_new(bad, MPQEMU_VERSION, false);
+    t->fake = fake;
     fake_remote_start(t->fake);
     t->qts = qtest_initf("-machine pc "
                          "-object memory-backend-memfd,id=mem,size=64M "
@@ -1468,6 +2573,24 @@ static void proxy_test_start(ProxyTest *t, BadReply bad, const char *props)
     g_assert_cmpuint(size, ==, FAKE_BAR_SIZE);
     /* the realize and the setup above went through without BAR reads */
     g_assert_cmpuint(fake_bar_reads(t->fake), ==, 0);
+}
+
+static void proxy_test_start(ProxyTest *t, BadReply bad, const char *props)
+{
+    proxy_test_start_fake(t, fake_remote_new(bad, MPQEMU_VERSION, false),
+                          props);
+}
+
+/* The same with a fake remote that takes the ring */
+static void proxy_test_start_ring(ProxyTest *t, RingMode mode,
+                                  const char *props)
+{
+    FakeRemote *f = fake_remote_new(REPLY_OK, MPQEMU_VERSION, false);
+
+    f->ring_mode = mode;
+    proxy_test_start_fake(t, f, props);
+    /* the proxy set the ring up when it started */
+    g_assert_cmpuint(fake_counter(f, &f->ring_setups), ==, 1);
 }
 
 static void proxy_test_end(ProxyTest *t)
@@ -1613,6 +2736,134 @@ static void test_proxy_silent(void)
     g_test_message("the read took %" PRId64 " ms", elapsed_ms);
     g_assert_cmpint(elapsed_ms, >=, 450);
     g_assert_cmpint(elapsed_ms, <, 3000);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
+    proxy_check_failed(&t);
+    proxy_test_end(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Proxy side with the shared-memory ring                                   */
+/* ------------------------------------------------------------------------ */
+
+/* A well-behaved remote with a ring: BAR accesses leave the socket alone */
+static void test_proxy_ring_healthy(void)
+{
+    ProxyTest t;
+    unsigned int requests;
+
+    proxy_test_start_ring(&t, RING_ANSWER, "");
+    requests = fake_counter(t.fake, &t.fake->requests);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0), ==, fake_bar_value(0));
+    qpci_io_writel(t.dev, t.bar, 0x20, 0x12345678);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0xffc), ==,
+                    fake_bar_value(0xffc));
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->ring_reads), ==, 2);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 2);
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->bar_writes), ==, 1);
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->requests), ==, requests);
+    /* config space still goes through the socket */
+    g_assert_cmphex(qpci_config_readw(t.dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->requests), >, requests);
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+}
+
+/* Time one 32-bit read of the proxy's BAR, checking the value it gives */
+static int64_t proxy_timed_read(ProxyTest *t, uint64_t offset,
+                                uint32_t expect)
+{
+    int64_t start = g_get_monotonic_time();
+    uint32_t value = qpci_io_readl(t->dev, t->bar, offset);
+    int64_t elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+
+    g_test_message("the read at 0x%" PRIx64 " gave 0x%08x in %" PRId64 " ms",
+                   offset, value, elapsed_ms);
+    g_assert_cmphex(value, ==, expect);
+    return elapsed_ms;
+}
+
+/* (1) the ring never answers: all-ones once the proxy's timeout expires */
+static void test_proxy_ring_silent(void)
+{
+    ProxyTest t;
+    int64_t elapsed_ms;
+
+    proxy_test_start_ring(&t, RING_SILENT, ",timeout=500");
+    elapsed_ms = proxy_timed_read(&t, 0x40, 0xffffffff);
+    g_assert_cmpint(elapsed_ms, >=, 450);
+    g_assert_cmpint(elapsed_ms, <, 3000);
+    check_alive(t.qts);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
+    proxy_check_failed(&t);
+    proxy_test_end(&t);
+}
+
+/*
+ * (2) the ring answers, announcing a notification that never comes: the
+ * proxy must not complete the read without it, and gives up in time.
+ */
+static void test_proxy_ring_notify_missing(void)
+{
+    ProxyTest t;
+    int64_t elapsed_ms;
+
+    proxy_test_start_ring(&t, RING_NOTIFY_MISSING, ",timeout=500");
+    elapsed_ms = proxy_timed_read(&t, 0x40, 0xffffffff);
+    g_assert_cmpint(elapsed_ms, >=, 450);
+    g_assert_cmpint(elapsed_ms, <, 3000);
+    g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
+    proxy_check_failed(&t);
+    proxy_test_end(&t);
+}
+
+/* PIIX3 PCI interrupt routing: PIRQA-D to ISA IRQ @irq */
+#define PIIX_PIRQCA             0x60
+#define PROXY_TEST_IRQ          11
+
+/*
+ * (3) the ring answers, announcing a SET_IRQ that the socket brings only
+ * later: the read waits for it, and the interrupt is raised by the time
+ * the guest sees the value.
+ */
+static void test_proxy_ring_notify_late(void)
+{
+    ProxyTest t;
+    QPCIDevice *isa;
+    int64_t elapsed_ms;
+
+    proxy_test_start_ring(&t, RING_NOTIFY_LATE, ",timeout=5000");
+    isa = qpci_device_find(t.bus, QPCI_DEVFN(1, 0));
+    g_assert_nonnull(isa);
+    for (int pirq = 0; pirq < 4; pirq++) {
+        qpci_config_writeb(isa, PIIX_PIRQCA + pirq, PROXY_TEST_IRQ);
+    }
+    g_free(isa);
+    qtest_irq_intercept_in(t.qts, "ioapic");
+    g_assert_false(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+
+    elapsed_ms = proxy_timed_read(&t, 0x40, fake_bar_value(0x40));
+    g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    g_assert_cmpint(elapsed_ms, >=, FAKE_LATE_MS - 20);
+    g_assert_cmpint(elapsed_ms, <, 3000);
+
+    /* nothing failed: the next read is answered at once */
+    elapsed_ms = proxy_timed_read(&t, 0x44, fake_bar_value(0x44));
+    g_assert_cmpint(elapsed_ms, <, 1000);
+    g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->ring_reads), ==, 2);
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+}
+
+/* (4) the remote hangs up while the proxy sleeps on the ring */
+static void test_proxy_ring_hangup(void)
+{
+    ProxyTest t;
+    int64_t elapsed_ms;
+
+    proxy_test_start_ring(&t, RING_HANGUP, ",timeout=5000");
+    elapsed_ms = proxy_timed_read(&t, 0x40, 0xffffffff);
+    g_assert_cmpint(elapsed_ms, <, 1000);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
     proxy_check_failed(&t);
     proxy_test_end(&t);
@@ -1792,6 +3043,22 @@ int main(int argc, char **argv)
                    test_remote_bad_magic);
     qtest_add_func("/mpqemu/protocol/remote/bad-flags",
                    test_remote_bad_flags);
+    qtest_add_func("/mpqemu/protocol/remote/ring/not-negotiated",
+                   test_remote_ring_not_negotiated);
+    qtest_add_func("/mpqemu/protocol/remote/ring/bad-fds",
+                   test_remote_ring_bad_fds);
+    qtest_add_func("/mpqemu/protocol/remote/ring/bad-memory",
+                   test_remote_ring_bad_memory);
+    qtest_add_func("/mpqemu/protocol/remote/ring/twice",
+                   test_remote_ring_twice);
+    qtest_add_func("/mpqemu/protocol/remote/ring/working",
+                   test_remote_ring_working);
+    qtest_add_func("/mpqemu/protocol/remote/ring/first-request",
+                   test_remote_ring_first_request);
+    qtest_add_func("/mpqemu/protocol/remote/ring/shrunk",
+                   test_remote_ring_shrunk);
+    qtest_add_func("/mpqemu/protocol/remote/ring/not-eventfds",
+                   test_remote_ring_not_eventfds);
 
     qtest_add_func("/mpqemu/protocol/proxy/healthy", test_proxy_healthy);
     for (int i = 0; i < ARRAY_SIZE(bad_replies); i++) {
@@ -1809,6 +3076,16 @@ int main(int argc, char **argv)
     qtest_add_func("/mpqemu/protocol/proxy/silent", test_proxy_silent);
     qtest_add_func("/mpqemu/protocol/proxy/irq-first", test_proxy_irq_first);
     qtest_add_func("/mpqemu/protocol/proxy/irq-flood", test_proxy_irq_flood);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/healthy",
+                   test_proxy_ring_healthy);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/silent",
+                   test_proxy_ring_silent);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/notify-missing",
+                   test_proxy_ring_notify_missing);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/notify-late",
+                   test_proxy_ring_notify_late);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/hangup",
+                   test_proxy_ring_hangup);
 
     qtest_add_func("/mpqemu/protocol/startup/version-mismatch",
                    test_startup_version_mismatch);
