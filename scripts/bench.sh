@@ -1,11 +1,20 @@
 #!/bin/bash
-# `make bench`: for lsi53c895a (+scsi-hd), nvme and virtio-blk-pci, each in-process
-# and proxied (one boot each, all in this one run): MMIO read latency (and the LSI's
-# PIO read latency), sequential direct-read MB/s and 4 KiB random-read IOPS at queue
-# depth 1, measured in the guest and printed as one table with proxied/in-process
-# ratios (see scripts/mpqemu-bench.py; arguments are passed on, e.g. --quick for a
-# short run, --reps 5, --devices nvme,virtio-blk, --transport fd).
-# Not part of `make check`. Exits non-zero if a configuration could not be measured.
+# `make bench`: lsi53c895a (+scsi-hd), nvme and virtio-blk-pci side by side, one boot
+# per device and column, all in this one run: in-process; proxied through the
+# shared-memory ring (x-pci-proxy-dev defaults); proxied over the socket only
+# (ring=off); and "upstream", Debian's qemu-system-x86 from bookworm-backports
+# (/usr/bin/qemu-system-x86_64, installed if missing) with upstream's own
+# x-pci-proxy-dev, which is only tried for a few seconds under TCG (it needs KVM)
+# and otherwise reported as not running, with the reason.
+# Per device: MMIO read and write latency (and the LSI's PIO read latency), config
+# space read latency, sequential direct-read MB/s, 4 KiB random-read IOPS at queue
+# depth 1 and 16, host CPU seconds of main + remote QEMU over the run and over an
+# idle window; ratios to in-process next to the task's targets (met / NOT met).
+# See scripts/mpqemu-bench.py; arguments are passed on, e.g. --quick for a short
+# run (about 4 minutes), --reps 5, --devices nvme,virtio-blk, --transport fd,
+# --idle-seconds 20, --no-upstream.
+# Not part of `make check`. Exits non-zero if a configuration of ours could not be
+# measured (upstream not running is expected and is not a failure).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -euo pipefail

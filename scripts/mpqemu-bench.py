@@ -3,8 +3,17 @@
 """mpqemu benchmark: PCI disk controllers in-process and proxied, side by side.
 
 Device classes: lsi53c895a (+ scsi-hd), nvme and virtio-blk-pci (modern only,
-disable-legacy=on), each with the same raw disk image.  For each class and each
-mode (in-process, proxied) one VM is booted, and inside it the guest measures:
+disable-legacy=on), each with the same raw disk image.  Columns (one boot each):
+  in-process  the device in the main QEMU;
+  ring        proxied by x-pci-proxy-dev with its defaults (BAR accesses through
+              the shared-memory ring);
+  socket      proxied with ring=off (every access over the UNIX socket);
+  upstream    Debian's qemu-system-x86 (upstream QEMU's own x-pci-proxy-dev,
+              installed from bookworm-backports if missing).  It needs KVM (its
+              INTx path calls the irqfd API unconditionally) and KVM guests hang
+              on these machines, so it is only tried for --upstream-seconds under
+              TCG; if the guest does not come up, the column says why.
+In every VM the guest measures:
   * MMIO read latency of a register without side effects, with
     bench/guest/mmio-lat.c through sysfs resource<N> (guest booted with
     iomem=relaxed):
@@ -12,22 +21,45 @@ mode (in-process, proxied) one VM is booted, and inside it the guest measures:
       nvme        VS       (BAR0 + 0x08, 4 bytes)
       virtio-blk  common config num_queues (2 bytes; BAR and offset taken from
                   the VIRTIO_PCI_CAP_COMMON_CFG capability);
+  * MMIO write latency (mmio-lat -W: the register's value is read once and
+    written back, so nothing changes), to a plain read/write register that
+    only matters at a later, different event:
+      lsi53c895a  SCRATCHA (a scratch register)
+      nvme        AQA (BAR0 + 0x24, 4 bytes): the admin queue sizes, only
+                  used when CC.EN goes 0 -> 1 (INTMS would re-evaluate the
+                  interrupt line and is undefined with MSI-X)
+      virtio-blk  common config device_feature_select (offset 0, 4 bytes): only
+                  selects which half device_feature shows;
   * for the LSI also PIO read latency of SCRATCHA through the I/O BAR (BAR0);
+  * config space read latency: bench/guest/cfg-lat.c, pread() of dword 0
+    (vendor/device ID) of /sys/bus/pci/devices/<bdf>/config;
   * sequential read throughput: dd iflag=direct bs=1M of the whole disk,
     repeated for about --seq-seconds per run (timed with bench/guest/nsclock.c);
-  * 4 KiB random-read IOPS at queue depth 1: bench/guest/randread.c (O_DIRECT,
-    one pread at a time at random 4 KiB-aligned offsets from a fixed seed) for
-    --rand-seconds per run.
-Each figure is the median of --reps runs in the same boot.  The table gives
-proxied/in-process for every figure.  Run by scripts/bench.sh.
+  * 4 KiB random-read IOPS at queue depth 1 and 16: bench/guest/randread.c
+    (O_DIRECT preads at random 4 KiB-aligned offsets from a fixed seed; QD16 =
+    16 threads each with one read in flight) for --rand-seconds per run;
+and the host side adds the CPU time of the main QEMU plus the remote: over
+the run (process start to end of the measurements: utime + stime from
+/proc/<pid>/stat) and over --idle-seconds of an idle guest after the
+measurements (the threads' /proc/<pid>/task/*/schedstat, in ns: the 10 ms
+ticks of utime + stime are too coarse for a 1.1x target over a few seconds
+of some 2% CPU; the log shows utime + stime too).
+Each guest figure is the median of --reps runs in the same boot.  Ratios are
+proxied / in-process, next to the task's targets where it sets one.  Run by
+scripts/bench.sh.
 """
 
 import argparse
 import os
 import re
+import resource
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,10 +67,15 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(REPO, "tests", "functional"),
                 os.path.join(REPO, "build", "qemu-src", "python")]
 
-from mpqemu_vm import VM, VMError, make_disk  # noqa: E402
+# pylint: disable=wrong-import-position
+from mpqemu_vm import BASE_APPEND, VM, VMError, guest_image, make_disk  # noqa: E402
 
 DEVID = "dev1"      # id of the device under test (in the remote, or in-process)
 RAND_SEED = 12345   # randread's offsets: the same sequence in every VM
+QD_DEEP = 16        # the second random-read queue depth
+APPEND = "iomem=relaxed"
+UPSTREAM_QEMU = "/usr/bin/qemu-system-x86_64"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def log(text):
@@ -52,6 +89,7 @@ class DeviceClass:
     name = ""
     vendor_device = ("", "")
     mmio_what = ""
+    write_what = ""
 
     @staticmethod
     def drive(disk):
@@ -61,7 +99,11 @@ class DeviceClass:
         raise NotImplementedError
 
     def mmio_register(self, vm, bdf):
-        """(bar, offset, width) of the side-effect-free register to time."""
+        """(bar, offset, width) of the side-effect-free register to time reads of."""
+        raise NotImplementedError
+
+    def write_register(self, vm, bdf):
+        """(bar, offset, width) of the register whose value is written back."""
         raise NotImplementedError
 
     def check_value(self, value):
@@ -75,6 +117,7 @@ class Lsi(DeviceClass):
     name = "lsi53c895a"
     vendor_device = ("0x1000", "0x0012")
     mmio_what = "BAR1 SCRATCHA, 1 byte"
+    write_what = "BAR1 SCRATCHA, 1 byte"
     pio_what = "BAR0 SCRATCHA, 1 byte"
     SCRATCHA = 0x34
 
@@ -85,6 +128,9 @@ class Lsi(DeviceClass):
     def mmio_register(self, vm, bdf):
         return 1, self.SCRATCHA, 1
 
+    def write_register(self, vm, bdf):
+        return 1, self.SCRATCHA, 1
+
     def pio_register(self):
         return 0, self.SCRATCHA, 1
 
@@ -93,13 +139,18 @@ class Nvme(DeviceClass):
     name = "nvme"
     vendor_device = ("0x1b36", "0x0010")
     mmio_what = "BAR0 VS, 4 bytes"
+    write_what = "BAR0 AQA, 4 bytes"
     VS = 0x08
+    AQA = 0x24
 
     def device_args(self, disk):
         return self.drive(disk) + ["-device", f"nvme,id={DEVID},serial=mpqbench,drive=d1"]
 
     def mmio_register(self, vm, bdf):
         return 0, self.VS, 4
+
+    def write_register(self, vm, bdf):
+        return 0, self.AQA, 4
 
     def check_value(self, value):
         super().check_value(value)
@@ -112,27 +163,37 @@ class VirtioBlk(DeviceClass):
     name = "virtio-blk"
     vendor_device = ("0x1af4", "0x1042")   # modern-only virtio block
     mmio_what = "common cfg num_queues, 2 bytes"
+    write_what = "common cfg device_feature_select, 4 bytes"
     CAP_VNDR = 0x09
     COMMON_CFG = 1
+    DEVICE_FEATURE_SELECT = 0x00
     NUM_QUEUES = 0x12
 
     def device_args(self, disk):
         return self.drive(disk) + ["-device",
                                    f"virtio-blk-pci,id={DEVID},drive=d1,disable-legacy=on"]
 
-    def mmio_register(self, vm, bdf):
+    @classmethod
+    def common_cfg(cls, vm, bdf):
+        """(bar, offset) of the VIRTIO_PCI_CAP_COMMON_CFG structure."""
         cfg = pci_config(vm, bdf)
         if not cfg[0x06] & 0x10:
             raise VMError(f"virtio-blk {bdf} has no capability list")
         pos, seen = cfg[0x34] & 0xfc, set()
         while pos and pos not in seen and pos + 16 <= len(cfg):
             seen.add(pos)
-            if cfg[pos] == self.CAP_VNDR and cfg[pos + 3] == self.COMMON_CFG:
-                bar = cfg[pos + 4]
-                offset = int.from_bytes(bytes(cfg[pos + 8:pos + 12]), "little")
-                return bar, offset + self.NUM_QUEUES, 2
+            if cfg[pos] == cls.CAP_VNDR and cfg[pos + 3] == cls.COMMON_CFG:
+                return cfg[pos + 4], int.from_bytes(bytes(cfg[pos + 8:pos + 12]), "little")
             pos = cfg[pos + 1] & 0xfc
         raise VMError(f"virtio-blk {bdf} has no VIRTIO_PCI_CAP_COMMON_CFG capability")
+
+    def mmio_register(self, vm, bdf):
+        bar, offset = self.common_cfg(vm, bdf)
+        return bar, offset + self.NUM_QUEUES, 2
+
+    def write_register(self, vm, bdf):
+        bar, offset = self.common_cfg(vm, bdf)
+        return bar, offset + self.DEVICE_FEATURE_SELECT, 4
 
     def check_value(self, value):
         super().check_value(value)
@@ -143,12 +204,29 @@ class VirtioBlk(DeviceClass):
 CLASSES = {c.name: c for c in (Lsi(), Nvme(), VirtioBlk())}
 
 
-class BenchVM(VM):
-    """mpqemu_vm.VM with the device class's devices instead of the LSI."""
+class Mode:
+    """One column: how the device is attached."""
 
-    def __init__(self, devclass, mode, machine, disk, **kwargs):
+    def __init__(self, label, vm_mode, proxy_opts="", qemu=None):
+        self.label = label          # column heading
+        self.vm_mode = vm_mode      # mpqemu_vm.VM mode
+        self.proxy_opts = proxy_opts
+        self.qemu = qemu            # another QEMU binary than the one under test
+
+
+class BenchVM(VM):
+    """mpqemu_vm.VM with the device class's devices instead of the LSI.
+
+    proxy_opts is appended to the x-pci-proxy-dev option string (",ring=off");
+    qemu replaces the binary of both processes (the upstream column).
+    """
+
+    def __init__(self, devclass, mode, machine, disk, proxy_opts="", qemu=None, **kwargs):
         super().__init__(mode, machine, disk, **kwargs)
         self.dev_args = devclass.device_args(disk)
+        self.proxy_opts = proxy_opts
+        if qemu:
+            self.qemu = qemu
 
     def remote_args(self, transport):
         return ([self.qemu, "-machine", "x-remote", "-nodefaults", "-display", "none"]
@@ -158,11 +236,85 @@ class BenchVM(VM):
     def lsi_inproc_args(self, disk):  # pylint: disable=arguments-differ
         return list(self.dev_args)
 
+    def main_args(self, device_args, serial_path, qmp_path):
+        device_args = [a + self.proxy_opts if a.startswith("x-pci-proxy-dev,") else a
+                       for a in device_args]
+        return super().main_args(device_args, serial_path, qmp_path)
+
+    def kill_now(self):
+        """SIGKILL both processes (the upstream watchdog); waits then fail at once."""
+        for child in (self.main, self.remote):
+            if child is not None and child.alive():
+                child.proc.kill()
+
 
 def spread(values):
     """'min..max' of the runs, for the log: how noisy the median is."""
     values = list(values)
     return f"{min(values):.1f}..{max(values):.1f}"
+
+
+def cpu_seconds(pid):
+    """utime + stime of process pid (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        stat = f.read()
+    # Fields after "(comm)": state is field 3, utime 14, stime 15.
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def vm_cpu(vm):
+    """{'main': s, 'remote': s} of CPU time used so far by the VM's processes."""
+    return {k: cpu_seconds(pid) if pid else 0.0 for k, pid in vm.pids().items()}
+
+
+def host_busy_seconds():
+    """CPU seconds all CPUs of the host spent busy since boot (/proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = f.readline().split()
+    # cpu user nice system idle iowait irq softirq steal ...
+    values = [int(v) for v in fields[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLK_TCK
+
+
+def own_cpu_seconds():
+    """CPU seconds of this script itself (it drives the serial console)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def thread_cpu_ns(pid):
+    """{tid: ns on a CPU} of the live threads of pid (/proc/<pid>/task/*/schedstat)."""
+    out = {}
+    base = f"/proc/{pid}/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/schedstat", encoding="ascii") as f:
+                out[tid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass    # the thread has just exited
+    return out
+
+
+def vm_threads(vm):
+    """{'main': {tid: ns}, 'remote': {...}}; None where schedstat is unavailable."""
+    try:
+        return {k: thread_cpu_ns(pid) if pid else {} for k, pid in vm.pids().items()}
+    except OSError:
+        return None
+
+
+def window_cpu(before, after):
+    """CPU seconds per process between two vm_threads() samples.
+
+    /proc/<pid>/stat counts in clock ticks (10 ms), too coarse for a few seconds
+    of an idle guest (some 10 ticks); the per-thread schedstat counters are in
+    ns.  A thread's share is its growth, or all of it if it started in the
+    window; a thread that ended in the window loses its share (QEMU's idle
+    worker threads, which use next to nothing).
+    """
+    return {k: sum(ns - before[k].get(tid, 0) for tid, ns in after[k].items()) / 1e9
+            for k in after}
 
 
 # ---------------------------------------------------------------- guest helpers
@@ -213,26 +365,46 @@ def block_device(vm, bdf, timeout=30):
     return names[0]
 
 
-def bar_latency(vm, bdf, reg, reps, target_s):
-    """Median ns per read of register reg = (bar, offset, width); also the value read."""
-    bar, offset, width = reg
+def access_latency(vm, what, command, reps, target_s):
+    """Median ns per access of a guest timing loop; also the value it read.
 
-    def run(count):
-        out = vm.shell.check(f"mmio-lat -n {count} -w {width} {bdf} {bar} {offset:#x}",
-                             timeout=120)
-        m = re.search(r"value=(0x[0-9a-f]+) .*ns_per_read=([0-9.]+)", out)
+    command(opts) is the guest command line, opts how long to loop: mmio-lat
+    or cfg-lat, both of which print "value=0x... count=... ns_per_read=...".
+    Each run loops for target_s (-t) rather than a count sized on a short
+    calibration loop: through the ring, the first accesses of a loop may find
+    the remote asleep and cost 100 times more than the next ones.  The value
+    must not change between runs.
+    """
+    def run(seconds):
+        cmd = command(f"-t {seconds:g}")
+        out = vm.shell.check(cmd, timeout=seconds + 120)
+        m = re.search(r"count=(\d+) .*value=(0x[0-9a-f]+) .*ns_per_read=([0-9.]+)", out)
         if not m:
-            raise VMError(f"unexpected mmio-lat output: {out!r}")
-        return float(m.group(2)), m.group(1)
+            raise VMError(f"unexpected output of {cmd!r}: {out!r}")
+        return float(m.group(3)), m.group(2), int(m.group(1))
 
-    ns, _ = run(200)  # calibration: aim at target_s per run
-    count = int(min(max(target_s * 1e9 / max(ns, 1.0), 200), 5_000_000))
-    results = [run(count) for _ in range(reps)]
+    run(min(target_s, 0.05))  # warm-up
+    results = [run(target_s) for _ in range(reps)]
     values = {r[1] for r in results}
     if len(values) != 1:
-        raise VMError(f"register {bar}:{offset:#x} of {bdf} changes between reads: {values}")
-    log(f"bench: {vm.name}: ns/read per run: {spread(r[0] for r in results)}")
-    return statistics.median(r[0] for r in results), results[-1][1], count
+        raise VMError(f"{what} changes between runs: {values}")
+    log(f"bench: {vm.name}: {what}: ns per access per run: {spread(r[0] for r in results)} "
+        f"({min(r[2] for r in results)}..{max(r[2] for r in results)} per run)")
+    return statistics.median(r[0] for r in results), results[-1][1]
+
+
+def bar_latency(vm, bdf, reg, reps, target_s, write=False):
+    bar, offset, width = reg
+    flag = " -W" if write else ""
+    return access_latency(
+        vm, f"{'write' if write else 'read'} of BAR{bar}+{offset:#x}",
+        lambda opts: f"mmio-lat {opts} -w {width}{flag} {bdf} {bar} {offset:#x}",
+        reps, target_s)
+
+
+def config_latency(vm, bdf, reps, target_s):
+    return access_latency(vm, "config dword 0", lambda opts: f"cfg-lat {opts} {bdf} 0",
+                          reps, target_s)
 
 
 def seq_read(vm, dev, size_mib, reps, target_s):
@@ -255,14 +427,14 @@ def seq_read(vm, dev, size_mib, reps, target_s):
     mb_s = run(1)  # calibration (and warm-up)
     passes = int(min(max(target_s * mb_s / (size_mib * 1.048576), 1), 32))
     speeds = [run(passes) for _ in range(reps)]
-    log(f"bench: {vm.name}: MB/s per run: {spread(speeds)}")
-    return statistics.median(speeds), passes
+    log(f"bench: {vm.name}: MB/s per run: {spread(speeds)} ({passes} passes per run)")
+    return statistics.median(speeds)
 
 
-def rand_read(vm, dev, reps, seconds):
-    """Median 4 KiB random-read IOPS at queue depth 1; also randread's data check."""
+def rand_read(vm, dev, reps, seconds, jobs):
+    """Median 4 KiB random-read IOPS at queue depth jobs; also randread's data check."""
     def run(secs):
-        out = vm.shell.check(f"randread -t {secs} -b 4096 -s {RAND_SEED} /dev/{dev}",
+        out = vm.shell.check(f"randread -t {secs} -b 4096 -s {RAND_SEED} -j {jobs} /dev/{dev}",
                              timeout=secs + 120)
         m = re.search(r"ios=(\d+) .*iops=([0-9.]+) .*check=(\S+)", out)
         if not m:
@@ -271,21 +443,37 @@ def rand_read(vm, dev, reps, seconds):
 
     run(min(seconds, 0.2))  # warm-up
     results = [run(seconds) for _ in range(reps)]
-    checks = {r[1] for r in results}
-    if len(checks) != 1:
-        raise VMError(f"randread read different data in runs of the same boot: {checks}")
-    log(f"bench: {vm.name}: IOPS per run: {spread(r[0] for r in results)}")
-    return statistics.median(r[0] for r in results), results[0][1], min(r[2] for r in results)
+    # A run too short to hash all the blocks of the check says "n/a".
+    checks = {r[1] for r in results} - {"n/a"}
+    if len(checks) > 1:
+        raise VMError(f"randread -j {jobs} read different data in runs of the same boot: "
+                      f"{checks}")
+    check = checks.pop() if checks else "n/a"
+    log(f"bench: {vm.name}: QD{jobs} IOPS per run: {spread(r[0] for r in results)} "
+        f"(>= {min(r[2] for r in results)} reads per run, data check {check})")
+    return statistics.median(r[0] for r in results), check
 
 
 # ---------------------------------------------------------------- one VM
 
-def measure(devclass, mode, args, disk):
-    label = f"{devclass.name} {mode}"
-    vm = BenchVM(devclass, mode, args.machine, disk, append="iomem=relaxed",
-                 name=f"bench-{devclass.name}-{mode}")
+def measure(devclass, mode, args, disk, deadline=None):
+    """Boot one VM and take every figure; returns {metric key: value}.
+
+    deadline (seconds): kill the VM after that long, so that the measurement
+    fails instead of hanging (used for the upstream QEMU).
+    """
+    label = f"{devclass.name} {mode.label}"
+    vm = BenchVM(devclass, mode.vm_mode, args.machine, disk, proxy_opts=mode.proxy_opts,
+                 qemu=mode.qemu, append=APPEND,
+                 name=f"bench-{devclass.name}-{mode.label}")
+    watchdog = None
+    if deadline:
+        watchdog = threading.Timer(deadline, vm.kill_now)
+        watchdog.daemon = True
+        watchdog.start()
     try:
         t0 = time.monotonic()
+        busy0, own0 = host_busy_seconds(), own_cpu_seconds()
         vm.start()
         log(f"bench: {label}: guest up in {time.monotonic() - t0:.1f} s, pids {vm.pids()}")
         bdfs = pci_functions(vm, devclass.vendor_device)
@@ -297,24 +485,61 @@ def measure(devclass, mode, args, disk):
         res = {}
 
         reg = devclass.mmio_register(vm, bdf)
-        res["mmio"], value, n_mmio = bar_latency(vm, bdf, reg, args.reps, args.seconds)
+        res["mmio_r"], value = bar_latency(vm, bdf, reg, args.reps, args.seconds)
         devclass.check_value(value)
         res["value"] = value
-        log(f"bench: {label}: {bdf} /dev/{dev}, {n_mmio} MMIO reads per run of "
-            f"BAR{reg[0]}+{reg[1]:#x} = {value}")
+        log(f"bench: {label}: {bdf} /dev/{dev}, MMIO read BAR{reg[0]}+{reg[1]:#x} = {value}")
+        wreg = devclass.write_register(vm, bdf)
+        res["mmio_w"], res["wvalue"] = bar_latency(vm, bdf, wreg, args.reps, args.seconds,
+                                                   write=True)
+        log(f"bench: {label}: MMIO write BAR{wreg[0]}+{wreg[1]:#x} <- {res['wvalue']}")
         if isinstance(devclass, Lsi):
-            res["pio"], pio_val, n_pio = bar_latency(vm, bdf, devclass.pio_register(),
-                                                     args.reps, args.seconds)
+            res["pio"], pio_val = bar_latency(vm, bdf, devclass.pio_register(),
+                                              args.reps, args.seconds)
             if pio_val != value:
                 raise VMError(f"SCRATCHA reads {value} through BAR1 but {pio_val} "
                               "through BAR0: the reads do not reach the device")
-            log(f"bench: {label}: {n_pio} PIO reads per run")
+        res["cfg"], cfg_val = config_latency(vm, bdf, args.reps, args.seconds)
+        want = (int(devclass.vendor_device[1], 16) << 16) | int(devclass.vendor_device[0], 16)
+        if int(cfg_val, 16) != want:
+            raise VMError(f"config dword 0 of {bdf} reads {cfg_val}, not {want:#010x}")
 
-        res["seq"], passes = seq_read(vm, dev, args.disk_mib, args.reps, args.seq_seconds)
-        log(f"bench: {label}: sequential {res['seq']:.1f} MB/s ({passes} passes per run)")
-        res["rand"], res["check"], ios = rand_read(vm, dev, args.reps, args.rand_seconds)
-        log(f"bench: {label}: random 4K QD1 {res['rand']:.0f} IOPS "
-            f"(>= {ios} reads per run, data check {res['check']})")
+        res["seq"] = seq_read(vm, dev, args.disk_mib, args.reps, args.seq_seconds)
+        log(f"bench: {label}: sequential {res['seq']:.1f} MB/s")
+        res["qd1"], res["check1"] = rand_read(vm, dev, args.reps, args.rand_seconds, 1)
+        res[f"qd{QD_DEEP}"], res["check16"] = rand_read(vm, dev, args.reps,
+                                                         args.rand_seconds, QD_DEEP)
+        log(f"bench: {label}: random 4K QD1 {res['qd1']:.0f} IOPS, "
+            f"QD{QD_DEEP} {res[f'qd{QD_DEEP}']:.0f} IOPS")
+
+        cpu = vm_cpu(vm)
+        res["cpu_run"] = sum(cpu.values())
+        log(f"bench: {label}: host CPU over the run ({time.monotonic() - t0:.1f} s wall): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in cpu.items()))
+
+        # Idle: the guest sits at its shell prompt; nothing is typed meanwhile.
+        time.sleep(args.idle_settle)
+        before, before_ticks = vm_threads(vm), vm_cpu(vm)
+        t_idle = time.monotonic()
+        time.sleep(args.idle_seconds)
+        after, after_ticks = vm_threads(vm), vm_cpu(vm)
+        t_idle = time.monotonic() - t_idle
+        ticks = {k: after_ticks[k] - before_ticks[k] for k in after_ticks}
+        idle = window_cpu(before, after) if before and after else ticks
+        # Scaled to exactly idle_seconds (the sleep may overrun a little).
+        res["idle"] = sum(idle.values()) * args.idle_seconds / t_idle
+        log(f"bench: {label}: host CPU while idle for {t_idle:.2f} s: "
+            + ", ".join(f"{k} {v:.3f} s" for k, v in idle.items())
+            + " (utime+stime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ticks.items()) + ")")
+
+        # Whatever else kept the host's CPUs busy meanwhile: other processes
+        # compete with the vCPU and the remote for the CPUs and skew every figure.
+        busy, own = host_busy_seconds() - busy0, own_cpu_seconds() - own0
+        other = busy - sum(after_ticks.values()) - own
+        res["other"] = max(other, 0.0) / (time.monotonic() - t0)
+        log(f"bench: {label}: host CPUs busy {busy:.2f} s: this VM "
+            f"{sum(after_ticks.values()):.2f} s, this script {own:.2f} s, others {other:.2f} s")
+
         vm.poweroff()
         log(f"bench: {label}: done in {time.monotonic() - t0:.1f} s")
         return res
@@ -323,59 +548,316 @@ def measure(devclass, mode, args, disk):
         vm.dump_logs()
         raise
     finally:
+        if watchdog:
+            watchdog.cancel()
         vm.close()
         vm.cleanup()
 
 
+# ---------------------------------------------------------------- upstream QEMU
+
+def ensure_upstream(path):
+    """Install Debian's qemu-system-x86 from bookworm-backports if path is missing.
+
+    Returns None when path is there (afterwards), else why it is not.
+    """
+    if os.access(path, os.X_OK):
+        return None
+    if path != UPSTREAM_QEMU:
+        return f"{path} not found"
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = sudo + ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                      "-t", "bookworm-backports", "qemu-system-x86"]
+    for attempt in (1, 2):
+        log(f"bench: {path} missing: {' '.join(install)}")
+        try:
+            res = subprocess.run(install, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, timeout=900,
+                                 env=env, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"apt-get failed: {exc}"
+        if res.returncode == 0 and os.access(path, os.X_OK):
+            return None
+        log(res.stdout[-2000:])
+        if attempt == 1:
+            log("bench: apt-get install failed; apt-get update and one more try")
+            subprocess.run(sudo + ["apt-get", "update", "-q"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=300, env=env, check=False)
+    return "not installed (apt-get install -t bookworm-backports qemu-system-x86 failed)"
+
+
+def qemu_version(path):
+    try:
+        out = subprocess.run([path, "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else "?"
+
+
+def exit_reason(status):
+    """'killed by SIGSEGV' / 'exit status 1' from a Popen returncode."""
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
+def last_line(path):
+    try:
+        with open(path, "rb") as f:
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln]
+    return lines[-1][:160] if lines else ""
+
+
+def probe_upstream(qemu, devclass, disk, machine, seconds):
+    """Try upstream's multi-process setup for at most `seconds` seconds.
+
+    The same processes as the measurement (remote with the device, main QEMU
+    with x-pci-proxy-dev on a socketpair, TCG), but with the serial port in a
+    file and no QMP, so that nothing waits on a QEMU that has died.
+    Returns (True, how long the boot took) if the guest came up, else
+    (False, short reason, long reason).
+    """
+    kernel, initrd = guest_image()
+    tmp = tempfile.mkdtemp(prefix="mpq-up-")
+    serial = os.path.join(tmp, "serial.log")
+    rsock, msock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    procs = {}
+    logs = {}
+    try:
+        rfd, mfd = rsock.fileno(), msock.fileno()
+        cmds = {
+            "remote": ([qemu, "-machine", "x-remote", "-nodefaults", "-display", "none"]
+                       + devclass.device_args(disk)
+                       + ["-object", f"x-remote-object,id=robj1,devid={DEVID},fd={rfd}"],
+                       rfd),
+            "main": ([qemu, "-accel", "tcg", "-machine", machine,
+                      "-object", "memory-backend-memfd,id=mem,size=512M",
+                      "-numa", "node,memdev=mem", "-m", "512",
+                      "-device", f"x-pci-proxy-dev,id={DEVID},fd={mfd}",
+                      "-kernel", kernel, "-initrd", initrd,
+                      "-append", f"{BASE_APPEND} {APPEND}",
+                      "-nodefaults", "-display", "none", "-no-reboot",
+                      "-serial", f"file:{serial}"], mfd),
+        }
+        # The expected crash should not write a core dump: the children inherit
+        # a core size limit of 0 (set around the fork, not in it: threads run).
+        core_limit = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, core_limit[1]))
+        try:
+            t0 = time.monotonic()
+            for name, (cmd, fd) in cmds.items():
+                logs[name] = os.path.join(tmp, f"{name}.log")
+                with open(logs[name], "wb") as out:
+                    procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                                   stderr=subprocess.STDOUT, pass_fds=(fd,),
+                                                   start_new_session=True)
+        finally:
+            resource.setrlimit(resource.RLIMIT_CORE, core_limit)
+        rsock.close()
+        msock.close()
+        while True:
+            elapsed = time.monotonic() - t0
+            if any(p.poll() is not None for p in procs.values()):
+                # Give the other process a moment: it may be on its way out too.
+                for proc in procs.values():
+                    try:
+                        proc.wait(max(0.0, t0 + elapsed + 1.0 - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
+                dead = [(n, procs[n].returncode) for n in ("main", "remote")
+                        if procs[n].returncode is not None]
+                short = exit_reason(dead[0][1]).replace("killed by ", "")
+                if dead[0][0] != "main":
+                    short = f"remote {short}"
+                parts = []
+                for name, status in dead:
+                    detail = last_line(logs[name])
+                    parts.append(f"{name} QEMU {exit_reason(status)}"
+                                 + (f" ({detail})" if detail else ""))
+                return (False, short, f"{'; '.join(parts)}; "
+                        f"within {elapsed:.1f} s of the start")
+            try:
+                with open(serial, "rb") as f:
+                    if b"MPQEMU-GUEST-READY" in f.read():
+                        return True, f"guest up in {elapsed:.1f} s"
+            except OSError:
+                pass
+            if elapsed > seconds:
+                return (False, f"no boot in {seconds:g} s",
+                        f"both processes alive but the guest was not up within {seconds:g} s "
+                        "(TCG)")
+            time.sleep(0.1)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+        for path in list(logs.values()) + [serial]:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        try:
+            os.rmdir(tmp)
+        except OSError:
+            pass
+
+
 # ---------------------------------------------------------------- report
+
+# (metric, unit, key, value format, target: (op, bound) or None)
+METRICS = [
+    ("MMIO read latency", "ns", "mmio_r", "{:.0f}", ("<=", 2.0)),
+    ("MMIO write latency", "ns", "mmio_w", "{:.0f}", None),
+    ("PIO read latency", "ns", "pio", "{:.0f}", None),
+    ("config read latency", "ns", "cfg", "{:.0f}", None),
+    ("seq read 1 MiB direct", "MB/s", "seq", "{:.1f}", (">=", 0.95)),
+    ("rand read 4 KiB QD1", "IOPS", "qd1", "{:.0f}", (">=", 0.95)),
+    (f"rand read 4 KiB QD{QD_DEEP}", "IOPS", f"qd{QD_DEEP}", "{:.0f}", (">=", 0.95)),
+    ("host CPU, whole run", "s", "cpu_run", "{:.2f}", None),
+    ("host CPU, idle", "s", "idle", "{:.3f}", ("<=", 1.1)),
+]
+
 
 def fmt(value, vfmt):
     return "n/a" if value is None else vfmt.format(value)
 
 
-def print_table(args, results, classes, modes):
-    # (metric, unit, key, value format, what the ratio means)
-    metrics = [
-        ("MMIO read latency", "ns/read", "mmio", "{:.0f}", "latency"),
-        ("PIO read latency", "ns/read", "pio", "{:.0f}", "latency"),
-        ("seq read, 1 MiB O_DIRECT", "MB/s", "seq", "{:.1f}", "throughput"),
-        ("rand read 4 KiB QD1", "IOPS", "rand", "{:.0f}", "IOPS"),
-    ]
-    (inp_label, _), (prx_label, _) = modes
+def fmt_ratio(ratio):
+    if ratio >= 100:
+        return f"{ratio:.0f}x"
+    if ratio >= 10:
+        return f"{ratio:.1f}x"
+    return f"{ratio:.2f}x"
+
+
+def target_met(ratio, target):
+    op, bound = target
+    # Compare what is printed: 2.00x meets "<= 2x" even if it was 2.004.
+    ratio = float(fmt_ratio(ratio)[:-1])
+    return ratio <= bound if op == "<=" else ratio >= bound
+
+
+def print_table(args, results, classes, modes, upstream):
+    """upstream: {device: (ran, short reason, long reason)} or None (column off)."""
+    proxied = modes[1:]
     print()
-    print(f"mpqemu bench: -machine {args.machine}, TCG, proxied over {args.transport}, "
-          f"{args.disk_mib} MiB raw disk; median of {args.reps} runs per boot, "
-          "one boot per device and mode")
-    print("last column: proxied / in-process (latency: >1x = proxied slower; "
-          "throughput and IOPS: <1x = proxied slower)")
-    head = (f"{'metric':<26} {'device':<11} {'unit':<8} {inp_label:>11} {prx_label:>11}"
-            f"  {'proxied vs in-process'}")
-    print(head)
-    print("-" * len(head))
-    for name, unit, key, vfmt, what in metrics:
-        for dc in classes:
-            a = results.get((dc.name, inp_label), {}).get(key)
-            b = results.get((dc.name, prx_label), {}).get(key)
+    print(f"mpqemu bench: -machine {args.machine}, TCG, {args.disk_mib} MiB raw disk; "
+          f"median of {args.reps} runs per boot, one boot per device and column")
+    print("  ring     = proxied, x-pci-proxy-dev defaults (shared-memory ring)")
+    print("  socket   = proxied, x-pci-proxy-dev ring=off (every access over the socket)")
+    print(f"  (both proxied columns link main and remote by {args.transport})")
+    if upstream is not None:
+        print(f"  upstream = {args.upstream_qemu} (QEMU {args.upstream_version}), "
+              "upstream's x-pci-proxy-dev, fd=, TCG")
+    print("  host CPU = main + remote QEMU; idle = "
+          f"{args.idle_seconds:g} s of an idle guest after the measurements")
+    print("ratios: proxied / in-process (latency, CPU: >1x = proxied costs more; "
+          "MB/s, IOPS: <1x = proxied slower)")
+    print("targets: MMIO read latency <= 2x, MB/s and IOPS >= 0.95x, idle CPU <= 1.1x")
+    up_width = 0
+    if upstream is not None:
+        up_width = max([16] + [len(f"does not run: {u[1]}") for u in upstream.values()
+                               if not u[0]])
+    widths = (22, 5, 10, 10, 15, 10, 15, up_width, 7)
+    heads = ["metric", "unit", modes[0].label]
+    for m in proxied:
+        heads += [m.label, f"{m.label}/in-proc"]
+    heads += ["upstream" if upstream is not None else "", "target"]
+
+    def line(cells):
+        out = []
+        for i, (cell, width) in enumerate(zip(cells, widths)):
+            if width == 0:
+                continue
+            out.append(f"{cell:<{width}}" if i in (0, 1, 7, 8) else f"{cell:>{width}}")
+        return "  ".join(out).rstrip()
+
+    met = {m.label: [0, 0] for m in proxied}
+    for dc in classes:
+        print()
+        head = line(heads)
+        print(f"{dc.name}")
+        print(head)
+        print("-" * len(head))
+        for name, unit, key, vfmt, target in METRICS:
             if key == "pio" and not isinstance(dc, Lsi):
                 continue
-            ratio = f"{b / a:.2f}x {what}" if a and b else "n/a"
-            print(f"{name:<26} {dc.name:<11} {unit:<8} {fmt(a, vfmt):>11} "
-                  f"{fmt(b, vfmt):>11}  {ratio}")
-    print("registers: " + "; ".join(
-        f"{dc.name} {dc.mmio_what}" + (f" (PIO: {dc.pio_what})" if isinstance(dc, Lsi) else "")
-        for dc in classes))
+            base = results.get((dc.name, modes[0].label), {}).get(key)
+            cells = [name, unit, fmt(base, vfmt)]
+            for m in proxied:
+                value = results.get((dc.name, m.label), {}).get(key)
+                cells.append(fmt(value, vfmt))
+                if base and value:
+                    ratio = value / base
+                    mark = ""
+                    if target:
+                        ok = target_met(ratio, target)
+                        met[m.label][0 if ok else 1] += 1
+                        mark = " met" if ok else " NOT met"
+                    cells.append(fmt_ratio(ratio) + mark)
+                else:
+                    cells.append("n/a")
+            if upstream is not None:
+                ran, short, _ = upstream.get(dc.name, (False, "not tried", ""))
+                value = results.get((dc.name, "upstream"), {}).get(key)
+                if value is not None:
+                    cells.append(fmt(value, vfmt) + (f" ({fmt_ratio(value / base)})"
+                                                     if base else ""))
+                elif ran:
+                    cells.append("n/a")
+                else:
+                    cells.append(f"does not run: {short}")
+            else:
+                cells.append("")
+            cells.append(f"{target[0]} {target[1]:g}x" if target else "")
+            print(line(cells))
+    print()
+    print("registers timed (config: dword 0, vendor/device ID, via sysfs):")
+    for dc in classes:
+        print(f"  {dc.name + ':':<11} read {dc.mmio_what}; write (value written back) "
+              f"{dc.write_what}" + (f"; PIO read {dc.pio_what}" if isinstance(dc, Lsi) else ""))
+    others = [(f"{dc.name} {m.label}", results[(dc.name, m.label)]["other"])
+              for dc in classes for m in modes + [Mode("upstream", "")]
+              if "other" in results.get((dc.name, m.label), {})]
+    if others:
+        worst = max(others, key=lambda o: o[1])
+        print(f"other host load during the runs: mean {statistics.mean(o[1] for o in others):.2f},"
+              f" max {worst[1]:.2f} CPUs ({worst[0]}) of {os.cpu_count()}"
+              + ("  WARNING: the host was busy; figures are skewed" if worst[1] > 0.15 else ""))
+    print("targets met: " + "; ".join(f"{label} {ok} of {ok + bad}"
+                                      for label, (ok, bad) in met.items()))
+    if upstream is not None:
+        for dc in classes:
+            ran, short, long_reason = upstream.get(dc.name, (False, "not tried", ""))
+            print(f"upstream {dc.name}: " + (long_reason if not ran else
+                                             f"runs ({short})"))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machine", default="pc", choices=("pc", "q35"))
     parser.add_argument("--transport", default="socket", choices=("socket", "fd"),
-                        help="how the proxied configuration connects its two processes")
+                        help="how the proxied configurations connect their two processes")
     parser.add_argument("--devices", default=",".join(CLASSES),
                         help=f"comma-separated subset of {','.join(CLASSES)}")
     parser.add_argument("--quick", action="store_true",
-                        help="short run (about 2 minutes): 64 MiB disk, 3 runs, short runs; "
-                        "explicit options still win")
+                        help="short run (about 4 minutes): 64 MiB disk, 3 runs, short runs, "
+                        "4 s idle; explicit options still win")
     parser.add_argument("--disk-mib", type=int, help="disk size, read whole by dd (256)")
     parser.add_argument("--reps", type=int, help="runs per figure; the median is shown (5)")
     parser.add_argument("--seconds", type=float,
@@ -383,13 +865,33 @@ def main():
     parser.add_argument("--seq-seconds", type=float,
                         help="target duration of one sequential-read run (2)")
     parser.add_argument("--rand-seconds", type=float,
-                        help="duration of one random-read run (2)")
+                        help="duration of one random-read run, per queue depth (2)")
+    parser.add_argument("--idle-seconds", type=float,
+                        help="idle window for the idle CPU figure (10)")
+    parser.add_argument("--idle-settle", type=float, default=1.0,
+                        help="pause between the last measurement and the idle window (1)")
+    parser.add_argument("--no-upstream", action="store_true",
+                        help="leave out the upstream column (and do not install it)")
+    parser.add_argument("--upstream-qemu",
+                        default=os.environ.get("MPQEMU_UPSTREAM_QEMU", UPSTREAM_QEMU),
+                        help="QEMU with upstream's x-pci-proxy-dev "
+                        f"($MPQEMU_UPSTREAM_QEMU, default {UPSTREAM_QEMU}, installed "
+                        "from bookworm-backports if missing)")
+    parser.add_argument("--upstream-seconds", type=float,
+                        help="how long the upstream guest may take to come up (20; a crash "
+                        "ends the try at once)")
+    parser.add_argument("--upstream-deadline", type=float,
+                        help="if the upstream guest comes up: longest its measurement "
+                        "may take before it is killed (600)")
     args = parser.parse_args()
 
     defaults = ({"disk_mib": 64, "reps": 3, "seconds": 0.2, "seq_seconds": 0.5,
-                 "rand_seconds": 0.5} if args.quick else
+                 "rand_seconds": 0.5, "idle_seconds": 4.0, "upstream_seconds": 12.0,
+                 "upstream_deadline": 240.0}
+                if args.quick else
                 {"disk_mib": 256, "reps": 5, "seconds": 0.5, "seq_seconds": 2.0,
-                 "rand_seconds": 2.0})
+                 "rand_seconds": 2.0, "idle_seconds": 10.0, "upstream_seconds": 20.0,
+                 "upstream_deadline": 600.0})
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -397,38 +899,78 @@ def main():
         classes = [CLASSES[n] for n in args.devices.split(",") if n]
     except KeyError as exc:
         parser.error(f"unknown device class {exc}; choose from {', '.join(CLASSES)}")
-    if not classes or args.reps < 1 or args.disk_mib < 1:
+    if not classes or args.reps < 1 or args.disk_mib < 1 or args.idle_seconds <= 0:
         parser.error("nothing to measure")
 
-    modes = [("in-process", "inproc"), ("proxied", f"proxy-{args.transport}")]
+    vm_mode = f"proxy-{args.transport}"
+    modes = [Mode("in-process", "inproc"), Mode("ring", vm_mode),
+             Mode("socket", vm_mode, ",ring=off")]
     results = {}
     failed = []
+    upstream = None
     t_start = time.monotonic()
+
+    if not args.no_upstream:
+        upstream = {}
+        why = ensure_upstream(args.upstream_qemu)
+        args.upstream_version = qemu_version(args.upstream_qemu) if why is None else "?"
+        if why:
+            log(f"bench: upstream column: {why}")
+            upstream = {dc.name: (False, "not installed", why) for dc in classes}
+
     with tempfile.TemporaryDirectory(prefix="mpq-bench-") as tmp:
         # One image for every VM: each class reads the same bytes.
         disk = os.path.join(tmp, "disk.img")
         make_disk(disk, args.disk_mib, seed=7)
         for dc in classes:
-            for label, mode in modes:
-                log(f"bench: measuring {dc.name} {label} ({mode}, -machine {args.machine})")
+            for mode in modes:
+                log(f"bench: measuring {dc.name} {mode.label} ({mode.vm_mode}"
+                    f"{mode.proxy_opts}, -machine {args.machine})")
                 try:
-                    results[(dc.name, label)] = measure(dc, mode, args, disk)
+                    results[(dc.name, mode.label)] = measure(dc, mode, args, disk)
                 except Exception as exc:  # pylint: disable=broad-except
-                    log(f"bench: {dc.name} {label} failed: {exc}")
-                    failed.append(f"{dc.name} {label}")
+                    log(f"bench: {dc.name} {mode.label} failed: {exc}")
+                    failed.append(f"{dc.name} {mode.label}")
+            if upstream is None or dc.name in upstream:
+                continue
+            log(f"bench: trying {dc.name} on upstream {args.upstream_qemu} "
+                f"(QEMU {args.upstream_version}, TCG, at most {args.upstream_seconds:g} s)")
+            try:
+                probe = probe_upstream(args.upstream_qemu, dc, disk, args.machine,
+                                       args.upstream_seconds)
+            except Exception as exc:  # pylint: disable=broad-except
+                probe = (False, "probe failed", f"probe failed: {exc}")
+            if not probe[0]:
+                log(f"bench: upstream {dc.name} does not run: {probe[2]}")
+                upstream[dc.name] = probe
+                continue
+            # It came up after all: measure it like the others, but never for long.
+            log(f"bench: upstream {dc.name}: {probe[1]}; measuring it")
+            mode = Mode("upstream", "proxy-fd", qemu=args.upstream_qemu)
+            try:
+                results[(dc.name, "upstream")] = measure(dc, mode, args, disk,
+                                                         deadline=args.upstream_deadline)
+                upstream[dc.name] = (True, probe[1], "")
+            except Exception as exc:  # pylint: disable=broad-except
+                log(f"bench: upstream {dc.name} failed: {exc}")
+                upstream[dc.name] = (False, "failed", f"booted ({probe[1]}) but the "
+                                     f"measurement failed: {str(exc).splitlines()[0]}")
 
     # Every VM ran randread with the same seed over the same image: same blocks, same bytes.
-    checks = {k: r["check"] for k, r in results.items() if r.get("check") not in (None, "n/a")}
-    if len(set(checks.values())) > 1:
-        log(f"bench: WARNING: randread read different data in different VMs: {checks}")
-        failed.append("randread data check")
+    for key in ("check1", "check16"):
+        checks = {k: r[key] for k, r in results.items() if r.get(key) not in (None, "n/a")}
+        if len(set(checks.values())) > 1:
+            log(f"bench: WARNING: randread ({key}) read different data in different VMs: "
+                f"{checks}")
+            failed.append(f"randread data check ({key})")
     for dc in classes:
-        values = {results[(dc.name, label)]["value"] for label, _ in modes
-                  if (dc.name, label) in results}
-        if len(values) > 1:
-            log(f"bench: WARNING: {dc.name} register reads differ in-process and proxied: {values}")
+        for key in ("value", "wvalue"):
+            values = {r[key] for (name, _), r in results.items() if name == dc.name}
+            if len(values) > 1:
+                log(f"bench: WARNING: {dc.name} register ({key}) differs between columns: "
+                    f"{values}")
 
-    print_table(args, results, classes, modes)
+    print_table(args, results, classes, modes, upstream)
     print(f"(total {time.monotonic() - t_start:.0f} s)")
     if failed:
         print(f"\nbench: FAILED for: {', '.join(failed)} (see above)")

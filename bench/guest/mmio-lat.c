@@ -6,9 +6,18 @@
  * (boot the guest with iomem=relaxed when a driver has claimed the BAR);
  * I/O BARs are read with in{b,w,l} after ioperm().
  *
- * Usage: mmio-lat [-n COUNT] [-w 1|2|4] BDF BAR OFFSET
+ * With -W, the register is read once and that value is written back to it
+ * COUNT times instead (so a plain read/write register keeps its contents);
+ * one read after the loop makes sure posted writes have reached the device
+ * before the clock stops.  "ns_per_read" is then the cost of one write.
+ *
+ * With -t SECONDS, the loop runs for that long instead of COUNT times (it
+ * checks the clock every BATCH accesses), so that the duration of a run does
+ * not depend on a guess of the cost of one access.
+ *
+ * Usage: mmio-lat [-n COUNT | -t SECONDS] [-w 1|2|4] [-W] BDF BAR OFFSET
  * Prints one line of key=value pairs, e.g.
- *   bdf=0000:00:03.0 bar=1 kind=mem offset=0x34 width=4 count=10000
+ *   bdf=0000:00:03.0 bar=1 kind=mem offset=0x34 width=4 count=10000 op=read
  *   value=0x00000000 total_ns=... ns_per_read=...
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -28,6 +37,7 @@
 
 #define RES_IO  0x00000100UL  /* IORESOURCE_IO */
 #define RES_MEM 0x00000200UL  /* IORESOURCE_MEM */
+#define BATCH   64            /* accesses between two looks at the clock (-t) */
 
 struct bar_info {
     uint64_t start;
@@ -43,7 +53,8 @@ static void die(const char *what)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: mmio-lat [-n COUNT] [-w 1|2|4] BDF BAR OFFSET\n");
+    fprintf(stderr, "usage: mmio-lat [-n COUNT | -t SECONDS] [-w 1|2|4] [-W] "
+            "BDF BAR OFFSET\n");
     exit(2);
 }
 
@@ -96,6 +107,36 @@ static uint32_t mem_read(volatile void *p, int width)
     }
 }
 
+static void mem_write(volatile void *p, int width, uint32_t value)
+{
+    switch (width) {
+    case 1:
+        *(volatile uint8_t *)p = (uint8_t)value;
+        break;
+    case 2:
+        *(volatile uint16_t *)p = (uint16_t)value;
+        break;
+    default:
+        *(volatile uint32_t *)p = value;
+        break;
+    }
+}
+
+static void port_write(unsigned port, int width, uint32_t value)
+{
+    switch (width) {
+    case 1:
+        outb((uint8_t)value, port);
+        break;
+    case 2:
+        outw((uint16_t)value, port);
+        break;
+    default:
+        outl(value, port);
+        break;
+    }
+}
+
 static uint32_t port_read(unsigned port, int width)
 {
     switch (width) {
@@ -111,7 +152,10 @@ static uint32_t port_read(unsigned port, int width)
 int main(int argc, char **argv)
 {
     long count = 10000;
+    double seconds = 0;
+    uint64_t t_end = 0;
     int width = 4;
+    int write_back = 0;
     int opt;
     const char *bdf;
     int bar;
@@ -123,13 +167,22 @@ int main(int argc, char **argv)
     const char *kind;
     long i;
 
-    while ((opt = getopt(argc, argv, "n:w:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:t:w:W")) != -1) {
         switch (opt) {
         case 'n':
             count = strtol(optarg, NULL, 0);
             break;
+        case 't':
+            seconds = strtod(optarg, NULL);
+            if (seconds <= 0) {
+                usage();
+            }
+            break;
         case 'w':
             width = atoi(optarg);
+            break;
+        case 'W':
+            write_back = 1;
             break;
         default:
             usage();
@@ -163,11 +216,23 @@ int main(int argc, char **argv)
             die("ioperm");
         }
         value = port_read(port, width); /* warm up */
+        if (write_back) {
+            port_write(port, width, value);
+        }
         t0 = now_ns();
-        for (i = 0; i < count; i++) {
-            value = port_read(port, width);
+        t_end = t0 + (uint64_t)(seconds * 1e9);
+        for (i = 0; seconds ? (i % BATCH || now_ns() < t_end) : i < count; i++) {
+            if (write_back) {
+                port_write(port, width, value);
+            } else {
+                value = port_read(port, width);
+            }
+        }
+        if (write_back) {
+            (void)port_read(port, width);
         }
         t1 = now_ns();
+        count = i;
     } else if (info.flags & RES_MEM) {
         char path[256];
         long page = sysconf(_SC_PAGESIZE);
@@ -192,11 +257,23 @@ int main(int argc, char **argv)
         close(fd);
         reg = base + in_page + offset;
         value = mem_read(reg, width); /* warm up */
+        if (write_back) {
+            mem_write(reg, width, value);
+        }
         t0 = now_ns();
-        for (i = 0; i < count; i++) {
-            value = mem_read(reg, width);
+        t_end = t0 + (uint64_t)(seconds * 1e9);
+        for (i = 0; seconds ? (i % BATCH || now_ns() < t_end) : i < count; i++) {
+            if (write_back) {
+                mem_write(reg, width, value);
+            } else {
+                value = mem_read(reg, width);
+            }
+        }
+        if (write_back) {
+            (void)mem_read(reg, width); /* flushes posted writes */
         }
         t1 = now_ns();
+        count = i;
         munmap((void *)base, map_len);
     } else {
         fprintf(stderr, "mmio-lat: BAR %d of %s is neither I/O nor memory\n",
@@ -205,8 +282,9 @@ int main(int argc, char **argv)
     }
 
     printf("bdf=%s bar=%d kind=%s offset=0x%" PRIx64 " width=%d count=%ld "
-           "value=0x%0*" PRIx32 " total_ns=%" PRIu64 " ns_per_read=%.1f\n",
-           bdf, bar, kind, offset, width, count, width * 2, value,
+           "op=%s value=0x%0*" PRIx32 " total_ns=%" PRIu64 " ns_per_read=%.1f\n",
+           bdf, bar, kind, offset, width, count,
+           write_back ? "write" : "read", width * 2, value,
            t1 - t0, (double)(t1 - t0) / (double)count);
     return 0;
 }
