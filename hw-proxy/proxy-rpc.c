@@ -183,11 +183,45 @@ static bool is_notification(const MPQemuMsg *msg)
     return msg->hdr.cmd == MPQEMU_CMD_SET_IRQ || msg->hdr.cmd == MPQEMU_CMD_MSI;
 }
 
+/* With the link lock: applied under the BQL, in the order they came */
+static void proxy_link_queue_locked(ProxyLink *link, const MPQemuMsg *msg)
+{
+    g_array_append_val(link->events, *msg);
+    link->notify_count++;
+}
+
+/*
+ * With the link lock: take the notifications that are waiting on the
+ * socket, without waiting (@timeout_ms 0) or until one more has arrived.
+ * False once the link is broken.
+ */
+static bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
+{
+    MPQemuMsg msg;
+    int ret;
+
+    while ((ret = proxy_link_recv_locked(link, &msg, timeout_ms)) == 0) {
+        if (!is_notification(&msg)) {
+            Error *err = NULL;
+
+            error_setg(&err, "the remote process sent a %s reply (id %"
+                       PRIu64 ") nobody asked for",
+                       mpqemu_cmd_name(msg.hdr.cmd), msg.hdr.id);
+            proxy_link_break_locked(link, err);
+            return false;
+        }
+        proxy_link_queue_locked(link, &msg);
+        if (timeout_ms) {
+            return true;
+        }
+    }
+    return ret == -EAGAIN;
+}
+
 /* Notifications that arrive while no request is waiting for its reply */
 static void proxy_link_readable(void *opaque)
 {
     ProxyLink *link = opaque;
-    MPQemuMsg msg;
 
     /*
      * A vCPU that holds the link is receiving itself and queues what it
@@ -197,19 +231,8 @@ static void proxy_link_readable(void *opaque)
         return;
     }
     /* Never wait here: the rest of a partial message may come later */
-    while (!link->dead && link->fd >= 0 &&
-           proxy_link_recv_locked(link, &msg, 0) == 0) {
-        if (!is_notification(&msg)) {
-            Error *err = NULL;
-
-            error_setg(&err, "the remote process sent a %s reply (id %"
-                       PRIu64 ") nobody asked for",
-                       mpqemu_cmd_name(msg.hdr.cmd), msg.hdr.id);
-            proxy_link_break_locked(link, err);
-            break;
-        }
-        g_array_append_val(link->events, msg);
-        link->notify_count++;
+    if (!link->dead && link->fd >= 0) {
+        proxy_link_take_notifications(link, 0);
     }
     proxy_link_unlock_and_settle(link);
 }
@@ -259,8 +282,7 @@ static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
         }
         if (is_notification(reply)) {
             /* Applied before this access completes, in the order sent */
-            g_array_append_val(link->events, *reply);
-            link->notify_count++;
+            proxy_link_queue_locked(link, reply);
             continue;
         }
         if (reply->hdr.id != req->hdr.id || reply->hdr.cmd != req->hdr.cmd) {
@@ -284,35 +306,6 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
     ok = proxy_link_call_locked(link, req, reply, errp);
     proxy_link_unlock_and_settle(link);
     return ok;
-}
-
-/*
- * With the link lock: take the notifications that are waiting on the
- * socket, without waiting (@timeout_ms 0) or until one more has arrived.
- * False once the link is broken.
- */
-static bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
-{
-    MPQemuMsg msg;
-    int ret;
-
-    while ((ret = proxy_link_recv_locked(link, &msg, timeout_ms)) == 0) {
-        if (!is_notification(&msg)) {
-            Error *err = NULL;
-
-            error_setg(&err, "the remote process sent a %s reply (id %"
-                       PRIu64 ") nobody asked for",
-                       mpqemu_cmd_name(msg.hdr.cmd), msg.hdr.id);
-            proxy_link_break_locked(link, err);
-            return false;
-        }
-        g_array_append_val(link->events, msg);
-        link->notify_count++;
-        if (timeout_ms) {
-            return true;
-        }
-    }
-    return ret == -EAGAIN;
 }
 
 /* How long a vCPU polls the ring for its answer before it sleeps */
