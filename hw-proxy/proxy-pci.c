@@ -46,14 +46,27 @@ static void proxy_fail(void *opaque, const char *reason)
     error_report("x-pci-proxy-dev %s: %s; the device is now offline "
                  "(reads return all-ones, writes are dropped)",
                  proxy_name(dev), reason);
+    proxy_ioeventfd_clear(dev);
+    dev->intx_level = false;
     pci_set_irq(PCI_DEVICE(dev), 0);
 }
 
-static void proxy_notify(void *opaque, const MPQemuMsg *msg)
+static void proxy_notify(void *opaque, MPQemuMsg *msg)
 {
     PCIProxyDev *dev = opaque;
 
-    if (msg->hdr.cmd == MPQEMU_CMD_MSI) {
+    if (dev->failed) {
+        mpqemu_msg_close_fds(msg);
+        return;
+    }
+    if (msg->hdr.cmd == MPQEMU_CMD_IOEVENTFD) {
+        Error *err = NULL;
+
+        if (!proxy_ioeventfd_apply(dev, msg, &err)) {
+            /* a remote that does not keep to the protocol loses its device */
+            proxy_link_break(&dev->link, err);
+        }
+    } else if (msg->hdr.cmd == MPQEMU_CMD_MSI) {
         MSIMessage m = {
             .address = le64_to_cpu(msg->u.msi.address),
             .data = le32_to_cpu(msg->u.msi.data),
@@ -66,6 +79,7 @@ static void proxy_notify(void *opaque, const MPQemuMsg *msg)
         int level = !!le32_to_cpu(msg->u.set_irq.level);
 
         trace_proxy_set_irq(proxy_name(dev), level);
+        dev->intx_level = level;
         pci_set_irq(PCI_DEVICE(dev), level);
     }
 }
@@ -168,7 +182,7 @@ static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
  * vCPUs, other proxied devices and the main loop go on meanwhile.
  */
 static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
-                                unsigned size, uint64_t *value)
+                                unsigned size, uint64_t *value, bool posted)
 {
     bool relock = current_cpu && bql_locked();
     Error *err = NULL;
@@ -181,7 +195,7 @@ static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
         bql_unlock();
     }
     ok = proxy_link_bar_access(&r->dev->link, write, r->index, addr, size,
-                               value, &err);
+                               value, posted, &err);
     if (relock) {
         bql_lock();
     }
@@ -191,12 +205,29 @@ static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
     return ok;
 }
 
+/*
+ * Whether a write may complete before the device has seen it. As on PCI,
+ * memory writes are posted and I/O writes are not; the device may keep
+ * registers synchronous; and while the device holds INTx asserted, writes
+ * wait, because one of them may be the one that lowers it: the guest must
+ * not see the line still up after acknowledging it.
+ */
+static bool proxy_write_may_post(ProxyRegion *r, hwaddr addr, unsigned size)
+{
+    PCIProxyDev *dev = r->dev;
+
+    return (dev->features & MPQEMU_FEATURE_POSTED_WRITES) && !r->io &&
+           !dev->intx_level &&
+           !proxy_ring_find_hint(&dev->link, MPQEMU_HINT_SYNC_WRITE, r->index,
+                                 addr, size);
+}
+
 static uint64_t proxy_region_read(void *opaque, hwaddr addr, unsigned size)
 {
     ProxyRegion *r = opaque;
     uint64_t val = 0;
 
-    if (!proxy_region_access(r, false, addr, size, &val)) {
+    if (!proxy_region_access(r, false, addr, size, &val, false)) {
         val = UINT64_MAX;
     }
     trace_proxy_bar_read(proxy_name(r->dev), r->index, addr, size, val);
@@ -212,7 +243,8 @@ static void proxy_region_write(void *opaque, hwaddr addr, uint64_t val,
     if (r->index == PCI_ROM_SLOT) {
         return;     /* the expansion ROM is read-only */
     }
-    proxy_region_access(r, true, addr, size, &val);
+    proxy_region_access(r, true, addr, size, &val,
+                        proxy_write_may_post(r, addr, size));
 }
 
 static const MemoryRegionOps proxy_region_ops = {
@@ -242,6 +274,17 @@ static int proxy_connect(PCIProxyDev *dev, Error **errp)
     return fd;
 }
 
+static uint64_t proxy_wanted_features(PCIProxyDev *dev)
+{
+    if (!dev->use_ring) {
+        return 0;
+    }
+    return MPQEMU_FEATURE_RING |
+           (dev->use_posted_writes ? MPQEMU_FEATURE_POSTED_WRITES : 0) |
+           (dev->use_shadow ? MPQEMU_FEATURE_SHADOW : 0) |
+           (dev->use_ioeventfd ? MPQEMU_FEATURE_IOEVENTFD : 0);
+}
+
 static bool proxy_hello(PCIProxyDev *dev, Error **errp)
 {
     ERRP_GUARD();
@@ -250,8 +293,7 @@ static bool proxy_hello(PCIProxyDev *dev, Error **errp)
 
     mpqemu_msg_init(&req, MPQEMU_CMD_HELLO, 0, 0, sizeof(MPQemuHello));
     req.u.hello.version = cpu_to_le32(MPQEMU_VERSION);
-    req.u.hello.features = cpu_to_le64(dev->use_ring ? MPQEMU_FEATURE_RING
-                                                     : 0);
+    req.u.hello.features = cpu_to_le64(proxy_wanted_features(dev));
     if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
         if (dev->failed) {
             error_append_hint(errp, "Is the remote process running? Its "
@@ -273,6 +315,9 @@ static bool proxy_hello(PCIProxyDev *dev, Error **errp)
     /* the remote answers with what both sides support */
     dev->features = le64_to_cpu(reply.u.hello.features) &
                     le64_to_cpu(req.u.hello.features);
+    if (!(dev->features & MPQEMU_FEATURE_RING)) {
+        dev->features &= ~MPQEMU_FEATURES_RING_BASED;
+    }
     memcpy(dev->remote_devid, reply.u.hello.devid, MPQEMU_DEVID_MAX);
     dev->remote_devid[MPQEMU_DEVID_MAX - 1] = 0;
     return true;
@@ -313,7 +358,7 @@ static bool proxy_setup_regions(PCIProxyDev *dev, Error **errp)
             return false;
         }
         dev->region[i] = (ProxyRegion) {
-            .dev = dev, .size = size, .index = i,
+            .dev = dev, .size = size, .index = i, .io = io,
         };
         name = g_strdup_printf("%s-%s%d", proxy_name(dev),
                                i == PCI_ROM_SLOT ? "rom" : "bar", i);
@@ -329,6 +374,89 @@ static bool proxy_setup_regions(PCIProxyDev *dev, Error **errp)
         }
         pci_register_bar(pdev, i, type, &dev->region[i].mr);
     }
+    return true;
+}
+
+/* Whether one hint fits the device's regions and the shadow area */
+static bool proxy_hint_valid(PCIProxyDev *dev, const MPQemuAccessHint *h,
+                             uint32_t shadow_size)
+{
+    uint64_t offset = le64_to_cpu(h->offset);
+    uint32_t size = le32_to_cpu(h->size);
+    uint32_t shadow_offset = le32_to_cpu(h->shadow_offset);
+    ProxyRegion *r;
+
+    if (h->region >= PCI_ROM_SLOT || !dev->region[h->region].size || !size) {
+        return false;
+    }
+    r = &dev->region[h->region];
+    if (offset >= r->size || size > r->size - offset) {
+        return false;
+    }
+    switch (h->kind) {
+    case MPQEMU_HINT_SYNC_WRITE:
+        return true;
+    case MPQEMU_HINT_SHADOW:
+        return !r->io && is_power_of_2(h->width) && h->width <= 8 &&
+               !(offset % h->width) && !(size % h->width) &&
+               !(shadow_offset % 8) && shadow_offset <= shadow_size &&
+               size <= shadow_size - shadow_offset &&
+               !(h->flags & ~MPQEMU_SHADOW_BYTES) &&
+               (!(h->flags & MPQEMU_SHADOW_BYTES) ||
+                (h->min_size >= 1 && h->min_size <= h->max_size &&
+                 h->max_size <= 8));
+    default:
+        return false;
+    }
+}
+
+/*
+ * Which registers stay synchronous and which reads the shadow copy serves,
+ * as the remote device declares them. Kept by the link in host order.
+ */
+static bool proxy_setup_hints(PCIProxyDev *dev, Error **errp)
+{
+    ProxyLink *link = &dev->link;
+    MPQemuMsg req, reply;
+    MPQemuAccessHints *hints = &reply.u.hints;
+    uint32_t nr, shadow_size;
+
+    if (!(dev->features & MPQEMU_FEATURE_RING) ||
+        !(dev->features & (MPQEMU_FEATURE_POSTED_WRITES |
+                           MPQEMU_FEATURE_SHADOW))) {
+        return true;
+    }
+    mpqemu_msg_init(&req, MPQEMU_CMD_ACCESS_HINTS, 0, 0, 0);
+    if (!proxy_link_call(link, &req, &reply, errp)) {
+        return false;
+    }
+    nr = le32_to_cpu(hints->nr_hints);
+    shadow_size = le32_to_cpu(hints->shadow_size);
+    if (nr > MPQEMU_MAX_HINTS || shadow_size > MPQEMU_SHADOW_MAX) {
+        error_setg(errp, "remote device declares %u access hints and %u "
+                   "bytes of shadow registers (at most %d and %d)", nr,
+                   shadow_size, MPQEMU_MAX_HINTS, MPQEMU_SHADOW_MAX);
+        return false;
+    }
+    for (uint32_t i = 0; i < nr; i++) {
+        MPQemuAccessHint *h = &hints->hint[i];
+
+        if (!proxy_hint_valid(dev, h, shadow_size) ||
+            (h->kind == MPQEMU_HINT_SHADOW &&
+             !(dev->features & MPQEMU_FEATURE_SHADOW))) {
+            error_setg(errp, "remote device declares an invalid access hint "
+                       "(kind %u, region %u, offset 0x%" PRIx64 ", %u bytes)",
+                       h->kind, h->region, le64_to_cpu(h->offset),
+                       le32_to_cpu(h->size));
+            return false;
+        }
+        link->hints[i] = *h;
+        link->hints[i].offset = le64_to_cpu(h->offset);
+        link->hints[i].size = le32_to_cpu(h->size);
+        link->hints[i].shadow_offset = le32_to_cpu(h->shadow_offset);
+    }
+    link->nr_hints = nr;
+    link->shadow_size = shadow_size;
     return true;
 }
 
@@ -410,6 +538,7 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
     if (!proxy_hello(dev, errp) ||
         !proxy_setup_identity(dev, errp) ||
         !proxy_setup_regions(dev, errp) ||
+        !proxy_setup_hints(dev, errp) ||
         !proxy_memory_start(&dev->memory, &dev->link, proxy_name(dev), errp)) {
         proxy_link_close(&dev->link);
         return;
@@ -421,7 +550,16 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
         if (!proxy_ring_setup(&dev->link, &err)) {
             warn_reportf_err(err, "x-pci-proxy-dev %s: BAR accesses go "
                              "through the socket: ", proxy_name(dev));
+            dev->features &= ~MPQEMU_FEATURES_RING_BASED;
         }
+    }
+    /* a notification refused on the way (a doorbell) ended the link */
+    if (dev->failed) {
+        error_setg(errp, "%s", dev->link.broken ?: "the remote process "
+                   "failed");
+        proxy_memory_stop(&dev->memory);
+        proxy_ioeventfd_clear(dev);
+        proxy_link_close(&dev->link);
     }
 }
 
@@ -430,6 +568,7 @@ static void proxy_exit(PCIDevice *pdev)
     PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
 
     proxy_memory_stop(&dev->memory);
+    proxy_ioeventfd_clear(dev);
     proxy_link_close(&dev->link);
 }
 
@@ -459,6 +598,9 @@ static const Property proxy_properties[] = {
     DEFINE_PROP_UINT32("timeout", PCIProxyDev, timeout_ms,
                        PROXY_DEFAULT_TIMEOUT_MS),
     DEFINE_PROP_BOOL("ring", PCIProxyDev, use_ring, true),
+    DEFINE_PROP_BOOL("posted-writes", PCIProxyDev, use_posted_writes, true),
+    DEFINE_PROP_BOOL("shadow", PCIProxyDev, use_shadow, true),
+    DEFINE_PROP_BOOL("ioeventfd", PCIProxyDev, use_ioeventfd, true),
 };
 
 static const VMStateDescription vmstate_proxy = {

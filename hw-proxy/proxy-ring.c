@@ -1,28 +1,38 @@
 /*
- * Proxy side of the shared-memory ring: creates the ring page and its two
- * eventfds and hands them to the remote (the call path is in proxy-rpc.c).
+ * Proxy side of the shared-memory ring: sets up the ring and its shadow
+ * area with the remote, and carries BAR accesses through them.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qemu/error-report.h"
 #include "qemu/memfd.h"
 #include "qemu/main-loop.h"
+#include "qemu/atomic.h"
+#include "qemu/timer.h"
 #include "qemu/bswap.h"
 #include "proxy.h"
+#include "trace.h"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
+/* How long a vCPU polls the ring for its answer before it sleeps */
+#define PROXY_RING_POLL_NS      (50 * SCALE_US)
+
 bool proxy_ring_setup(ProxyLink *link, Error **errp)
 {
+    size_t size = MPQEMU_RING_SIZE + ROUND_UP(link->shadow_size,
+                                              qemu_real_host_page_size());
     MPQemuMsg req, reply;
     void *map = MAP_FAILED;
     int mem_fd, kick_fd = -1, done_fd = -1;
 
     /* sealed: the remote maps it and must not be made to fault */
-    mem_fd = qemu_memfd_create("mpqemu-ring", MPQEMU_RING_SIZE, false, 0,
+    mem_fd = qemu_memfd_create("mpqemu-ring", size, false, 0,
                                F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
                                errp);
     if (mem_fd < 0) {
@@ -31,8 +41,7 @@ bool proxy_ring_setup(ProxyLink *link, Error **errp)
     kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (kick_fd >= 0 && done_fd >= 0) {
-        map = mmap(NULL, MPQEMU_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   mem_fd, 0);
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mem_fd, 0);
     }
     if (map == MAP_FAILED) {
         error_setg_errno(errp, errno, "cannot set up the ring");
@@ -41,7 +50,7 @@ bool proxy_ring_setup(ProxyLink *link, Error **errp)
 
     mpqemu_msg_init(&req, MPQEMU_CMD_RING_SETUP, 0, 0,
                     sizeof(MPQemuRingSetup));
-    req.u.ring_setup.size = cpu_to_le32(MPQEMU_RING_SIZE);
+    req.u.ring_setup.size = cpu_to_le32(size);
     req.hdr.num_fds = MPQEMU_RING_FDS;
     req.fds[0] = mem_fd;
     req.fds[1] = kick_fd;
@@ -52,7 +61,9 @@ bool proxy_ring_setup(ProxyLink *link, Error **errp)
     close(mem_fd);
     qemu_mutex_lock(&link->lock);
     link->ring = map;
+    link->ring_size = size;
     link->ring_seq = 0;
+    link->posted_errors = 0;
     link->ring_kick_fd = kick_fd;
     link->ring_done_fd = done_fd;
     qemu_mutex_unlock(&link->lock);
@@ -60,7 +71,7 @@ bool proxy_ring_setup(ProxyLink *link, Error **errp)
 
 fail:
     if (map != MAP_FAILED) {
-        munmap(map, MPQEMU_RING_SIZE);
+        munmap(map, size);
     }
     close(mem_fd);
     if (kick_fd >= 0) {
@@ -78,8 +89,224 @@ void proxy_ring_close(ProxyLink *link)
     if (!link->ring) {
         return;
     }
-    munmap(link->ring, MPQEMU_RING_SIZE);
+    munmap(link->ring, link->ring_size);
     close(link->ring_kick_fd);
     close(link->ring_done_fd);
     link->ring = NULL;
+}
+
+/* With the link lock: wait until the remote has served request @seq */
+static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
+                                   int64_t deadline, Error **errp)
+{
+    MPQemuRing *ring = link->ring;
+    int64_t poll_until = get_clock() + PROXY_RING_POLL_NS;
+    Error *err = NULL;
+
+    while (mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
+        if (get_clock() >= poll_until) {
+            break;
+        }
+        cpu_relax();
+    }
+    if (!mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
+        return true;
+    }
+
+    qatomic_set(&ring->proxy_sleeping, 1);
+    smp_mb();
+    while (mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
+        struct pollfd pfd[2] = {
+            { .fd = link->ring_done_fd, .events = POLLIN },
+            { .fd = link->fd, .events = POLLIN },
+        };
+        int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
+        eventfd_t ignored;
+
+        if (left_ms <= 0) {
+            error_setg(&err, "the remote process did not answer within "
+                       "%u ms", link->timeout_ms);
+            proxy_link_break_locked(link, err);
+            break;
+        }
+        if (poll(pfd, 2, left_ms) < 0 && errno != EINTR) {
+            error_setg_errno(&err, errno, "remote link: poll");
+            proxy_link_break_locked(link, err);
+            break;
+        }
+        if (pfd[0].revents) {
+            eventfd_read(link->ring_done_fd, &ignored);
+        }
+        /* the socket: notifications, or the end of the remote */
+        if (pfd[1].revents && !proxy_link_take_notifications(link, 0)) {
+            break;
+        }
+    }
+    qatomic_set(&ring->proxy_sleeping, 0);
+    if (link->dead) {
+        error_setg(errp, "%s (waiting for a BAR access)", link->broken);
+        return false;
+    }
+    return true;
+}
+
+/* With the link lock: the posted writes the remote refused, said once */
+static void proxy_ring_check_posted_errors(ProxyLink *link)
+{
+    uint32_t errors = qatomic_read(&link->ring->posted_errors);
+
+    if (errors != link->posted_errors) {
+        warn_report_once("x-pci-proxy-dev: the remote process refused %u "
+                         "posted BAR writes", errors - link->posted_errors);
+        link->posted_errors = errors;
+    }
+}
+
+/* With the link lock: let the remote serve everything in the ring */
+bool proxy_ring_drain_locked(ProxyLink *link, Error **errp)
+{
+    int64_t deadline = get_clock() + (int64_t)link->timeout_ms * SCALE_MS;
+
+    if (!link->ring) {
+        return true;
+    }
+    if (!proxy_ring_wait_locked(link, link->ring_seq, deadline, errp)) {
+        return false;
+    }
+    proxy_ring_check_posted_errors(link);
+    return true;
+}
+
+const MPQemuAccessHint *proxy_ring_find_hint(ProxyLink *link, uint8_t kind,
+                                             uint8_t region, uint64_t offset,
+                                             uint8_t size)
+{
+    for (uint32_t i = 0; i < link->nr_hints; i++) {
+        const MPQemuAccessHint *h = &link->hints[i];
+
+        if (h->kind == kind && h->region == region && offset >= h->offset &&
+            size <= h->size && offset - h->offset <= h->size - size) {
+            return h;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * With the link lock: a read served from the shadow copy, if the register
+ * is shadowed, nothing the guest did is still in the ring, and the copy is
+ * current. False if the read must go to the device.
+ */
+static bool proxy_ring_shadow_read_locked(ProxyLink *link, uint8_t region,
+                                          uint64_t offset, uint8_t size,
+                                          uint64_t *value)
+{
+    MPQemuRing *ring = link->ring;
+    const MPQemuAccessHint *h;
+    uint64_t rel, v;
+    uint32_t gen;
+
+    h = proxy_ring_find_hint(link, MPQEMU_HINT_SHADOW, region, offset, size);
+    if (!h) {
+        return false;
+    }
+    rel = offset - h->offset;
+    if (h->flags & MPQEMU_SHADOW_BYTES
+        ? size < h->min_size || size > h->max_size
+        : size != h->width || rel % h->width) {
+        return false;
+    }
+    if (qatomic_load_acquire(&ring->resp_seq) != link->ring_seq) {
+        return false;
+    }
+    gen = qatomic_load_acquire(&ring->shadow_gen);
+    if (gen & 1) {
+        return false;
+    }
+    v = ldn_le_p(mpqemu_ring_shadow(ring) + h->shadow_offset + rel, size);
+    smp_rmb();
+    if (qatomic_read(&ring->shadow_gen) != gen) {
+        return false;
+    }
+    *value = v;
+    link->shadow_hits++;
+    return true;
+}
+
+/*
+ * With the link lock: one BAR access through the ring. An access that is
+ * waited for is answered with how many notifications the remote had sent
+ * by then; those are taken from the socket before the access completes, so
+ * an interrupt the device raised or lowered before answering is in effect
+ * when the guest sees the answer.
+ */
+bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
+                              uint64_t offset, uint8_t size, uint64_t *value,
+                              bool posted, Error **errp)
+{
+    MPQemuRing *ring = link->ring;
+    int64_t deadline = get_clock() + (int64_t)link->timeout_ms * SCALE_MS;
+    uint32_t seq = link->ring_seq + 1;
+    MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
+    Error *err = NULL;
+    uint32_t notify_seq;
+    int status;
+
+    if (!write && link->nr_hints &&
+        proxy_ring_shadow_read_locked(link, region, offset, size, value)) {
+        trace_proxy_shadow_read(region, offset, size, *value);
+        return true;
+    }
+    posted = posted && write;
+
+    /* The entry is free once the request that used it last was served */
+    if (!proxy_ring_wait_locked(link, seq - MPQEMU_RING_ENTRIES, deadline,
+                                errp)) {
+        return false;
+    }
+    qatomic_set(&e->cmd, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ);
+    qatomic_set(&e->region, region);
+    qatomic_set(&e->size, size);
+    qatomic_set(&e->flags, posted ? MPQEMU_RING_POSTED : 0);
+    qatomic_set(&e->offset, offset);
+    qatomic_set(&e->value, *value);
+    qatomic_store_release(&ring->req_seq, seq);
+    link->ring_seq = seq;
+    smp_mb();
+    if (qatomic_read(&ring->remote_sleeping)) {
+        eventfd_write(link->ring_kick_fd, 1);
+    }
+    if (posted) {
+        link->posted++;
+        return true;
+    }
+
+    if (!proxy_ring_wait_locked(link, seq, deadline, errp)) {
+        return false;
+    }
+    status = qatomic_read(&e->status);
+    notify_seq = qatomic_read(&e->notify_seq);
+    *value = qatomic_read(&e->value);
+    while (mpqemu_seq_before(link->notify_count, notify_seq)) {
+        int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
+
+        if (left_ms <= 0) {
+            error_setg(&err, "the remote process did not send the %u "
+                       "notifications it announced", notify_seq -
+                       link->notify_count);
+            proxy_link_break_locked(link, err);
+        }
+        if (link->dead || !proxy_link_take_notifications(link, left_ms)) {
+            error_setg(errp, "%s (waiting for a BAR access)", link->broken);
+            return false;
+        }
+    }
+    proxy_ring_check_posted_errors(link);
+    if (status < 0) {
+        error_setg(errp, "remote refused a BAR access of %u bytes at 0x%"
+                   PRIx64 " of region %u: %s", size, offset, region,
+                   strerror(-status));
+        return false;
+    }
+    return true;
 }

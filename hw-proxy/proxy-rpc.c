@@ -21,10 +21,16 @@
 #include "qemu/bswap.h"
 #include "proxy.h"
 
-#include <poll.h>
-#include <sys/eventfd.h>
-
 static void proxy_link_readable(void *opaque);
+
+/* With the link lock: forget notifications not applied, and their fds */
+static void proxy_link_drop_events_locked(ProxyLink *link)
+{
+    for (guint i = 0; i < link->events->len; i++) {
+        mpqemu_msg_close_fds(&g_array_index(link->events, MPQemuMsg, i));
+    }
+    g_array_set_size(link->events, 0);
+}
 
 void proxy_link_init(ProxyLink *link)
 {
@@ -50,9 +56,13 @@ void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
     link->dead = false;
     memset(&link->rx, 0, sizeof(link->rx));
     g_clear_pointer(&link->broken, g_free);
-    g_array_set_size(link->events, 0);
+    proxy_link_drop_events_locked(link);
     link->last_id = 0;
     link->notify_count = 0;
+    link->nr_hints = 0;
+    link->shadow_size = 0;
+    link->shadow_hits = 0;
+    link->posted = 0;
     link->timeout_ms = timeout_ms;
     link->notify = notify;
     link->fail = fail;
@@ -71,7 +81,7 @@ void proxy_link_close(ProxyLink *link)
     link->fd = -1;
     link->dead = true;
     mpqemu_recv_state_reset(&link->rx);
-    g_array_set_size(link->events, 0);
+    proxy_link_drop_events_locked(link);
     proxy_ring_close(link);
     qemu_mutex_unlock(&link->lock);
     if (fd >= 0) {
@@ -81,7 +91,7 @@ void proxy_link_close(ProxyLink *link)
 }
 
 /* With the link lock: no more requests; the rest happens under the BQL */
-static void proxy_link_break_locked(ProxyLink *link, Error *err)
+void proxy_link_break_locked(ProxyLink *link, Error *err)
 {
     if (!link->dead) {
         link->dead = true;
@@ -120,6 +130,21 @@ static void proxy_link_settle(ProxyLink *link)
         close(dead_fd);
         link->fail(link->opaque, link->broken);
     }
+}
+
+static void proxy_link_unlock_and_settle(ProxyLink *link);
+
+/*
+ * With the BQL: the remote broke the protocol in a way only the device
+ * model could tell (a notification it refused): end the link as if the
+ * remote had sent garbage.
+ */
+void proxy_link_break(ProxyLink *link, Error *err)
+{
+    assert(bql_locked());
+    qemu_mutex_lock(&link->lock);
+    proxy_link_break_locked(link, err);
+    proxy_link_unlock_and_settle(link);
 }
 
 static bool proxy_link_unsettled_locked(ProxyLink *link)
@@ -178,11 +203,6 @@ static int proxy_link_recv_locked(ProxyLink *link, MPQemuMsg *msg,
     return ret;
 }
 
-static bool is_notification(const MPQemuMsg *msg)
-{
-    return msg->hdr.cmd == MPQEMU_CMD_SET_IRQ || msg->hdr.cmd == MPQEMU_CMD_MSI;
-}
-
 /* With the link lock: applied under the BQL, in the order they came */
 static void proxy_link_queue_locked(ProxyLink *link, const MPQemuMsg *msg)
 {
@@ -195,13 +215,13 @@ static void proxy_link_queue_locked(ProxyLink *link, const MPQemuMsg *msg)
  * socket, without waiting (@timeout_ms 0) or until one more has arrived.
  * False once the link is broken.
  */
-static bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
+bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
 {
     MPQemuMsg msg;
     int ret;
 
     while ((ret = proxy_link_recv_locked(link, &msg, timeout_ms)) == 0) {
-        if (!is_notification(&msg)) {
+        if (!mpqemu_cmd_is_notification(msg.hdr.cmd)) {
             Error *err = NULL;
 
             error_setg(&err, "the remote process sent a %s reply (id %"
@@ -250,6 +270,10 @@ static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
                    "disconnected");
         return false;
     }
+    /* Writes still in the ring come first, as the guest made them */
+    if (!proxy_ring_drain_locked(link, errp)) {
+        return false;
+    }
 
     req->hdr.id = ++link->last_id;
     ret = mpqemu_msg_send(link->fd, req, link->timeout_ms, &err);
@@ -280,7 +304,7 @@ static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
                        link->broken, name);
             return false;
         }
-        if (is_notification(reply)) {
+        if (mpqemu_cmd_is_notification(reply->hdr.cmd)) {
             /* Applied before this access completes, in the order sent */
             proxy_link_queue_locked(link, reply);
             continue;
@@ -308,116 +332,21 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
     return ok;
 }
 
-/* How long a vCPU polls the ring for its answer before it sleeps */
-#define PROXY_RING_POLL_NS      (50 * SCALE_US)
-
 /*
- * With the link lock: one BAR access through the ring. The answer says how
- * many notifications the remote had sent by then; those are taken from the
- * socket before the access completes, so an interrupt the device raised or
- * lowered before answering is in effect when the guest sees the answer.
+ * A BAR access: through the ring when there is one (where a @posted write
+ * does not wait for the device), else as a request on the socket.
  */
-static bool proxy_link_ring_locked(ProxyLink *link, bool write, uint8_t region,
-                                   uint64_t offset, uint8_t size,
-                                   uint64_t *value, Error **errp)
-{
-    MPQemuRing *ring = link->ring;
-    int64_t deadline = get_clock() + link->timeout_ms * SCALE_MS;
-    int64_t poll_until = get_clock() + PROXY_RING_POLL_NS;
-    uint32_t seq = ++link->ring_seq;
-    Error *err = NULL;
-    uint32_t notify_seq;
-    int status;
-
-    qatomic_set(&ring->cmd, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ);
-    qatomic_set(&ring->region, region);
-    qatomic_set(&ring->size, size);
-    qatomic_set(&ring->offset, offset);
-    qatomic_set(&ring->value, *value);
-    qatomic_store_release(&ring->req_seq, seq);
-    smp_mb();
-    if (qatomic_read(&ring->remote_sleeping)) {
-        eventfd_write(link->ring_kick_fd, 1);
-    }
-
-    while (qatomic_load_acquire(&ring->resp_seq) != seq &&
-           get_clock() < poll_until) {
-        cpu_relax();
-    }
-    if (qatomic_load_acquire(&ring->resp_seq) != seq) {
-        qatomic_set(&ring->proxy_sleeping, 1);
-        smp_mb();
-        while (qatomic_load_acquire(&ring->resp_seq) != seq) {
-            struct pollfd pfd[2] = {
-                { .fd = link->ring_done_fd, .events = POLLIN },
-                { .fd = link->fd, .events = POLLIN },
-            };
-            int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
-            eventfd_t ignored;
-
-            if (left_ms <= 0) {
-                error_setg(&err, "the remote process did not answer within "
-                           "%u ms", link->timeout_ms);
-                proxy_link_break_locked(link, err);
-                break;
-            }
-            if (poll(pfd, 2, left_ms) < 0 && errno != EINTR) {
-                error_setg_errno(&err, errno, "remote link: poll");
-                proxy_link_break_locked(link, err);
-                break;
-            }
-            if (pfd[0].revents) {
-                eventfd_read(link->ring_done_fd, &ignored);
-            }
-            /* the socket: notifications, or the end of the remote */
-            if (pfd[1].revents && !proxy_link_take_notifications(link, 0)) {
-                break;
-            }
-        }
-        qatomic_set(&ring->proxy_sleeping, 0);
-        if (link->dead) {
-            error_setg(errp, "%s (waiting for a BAR access)", link->broken);
-            return false;
-        }
-    }
-
-    status = qatomic_read(&ring->status);
-    notify_seq = qatomic_read(&ring->notify_seq);
-    *value = qatomic_read(&ring->result);
-    while (mpqemu_seq_before(link->notify_count, notify_seq)) {
-        int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
-
-        if (left_ms <= 0) {
-            error_setg(&err, "the remote process did not send the %u "
-                       "notifications it announced", notify_seq -
-                       link->notify_count);
-            proxy_link_break_locked(link, err);
-        }
-        if (link->dead || !proxy_link_take_notifications(link, left_ms)) {
-            error_setg(errp, "%s (waiting for a BAR access)", link->broken);
-            return false;
-        }
-    }
-    if (status < 0) {
-        error_setg(errp, "remote refused a BAR access of %u bytes at 0x%"
-                   PRIx64 " of region %u: %s", size, offset, region,
-                   strerror(-status));
-        return false;
-    }
-    return true;
-}
-
 bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
                            uint64_t offset, uint8_t size, uint64_t *value,
-                           Error **errp)
+                           bool posted, Error **errp)
 {
     MPQemuMsg req, reply;
     bool ok;
 
     qemu_mutex_lock(&link->lock);
     if (link->ring && !link->dead) {
-        ok = proxy_link_ring_locked(link, write, region, offset, size, value,
-                                    errp);
+        ok = proxy_ring_access_locked(link, write, region, offset, size,
+                                      value, posted, errp);
         proxy_link_unlock_and_settle(link);
         return ok;
     }

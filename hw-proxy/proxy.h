@@ -16,7 +16,7 @@
 #define TYPE_PCI_PROXY_DEV "x-pci-proxy-dev"
 OBJECT_DECLARE_SIMPLE_TYPE(PCIProxyDev, PCI_PROXY_DEV)
 
-typedef void ProxyNotifyFn(void *opaque, const MPQemuMsg *msg);
+typedef void ProxyNotifyFn(void *opaque, MPQemuMsg *msg);
 typedef void ProxyFailFn(void *opaque, const char *reason);
 
 /* The request/reply channel to one remote device (proxy-rpc.c) */
@@ -36,9 +36,17 @@ typedef struct ProxyLink {
 
     /* BAR accesses through shared memory, when negotiated (proxy-ring.c) */
     MPQemuRing *ring;
+    size_t ring_size;       /* the ring page and the shadow area */
     uint32_t ring_seq;      /* the last request put in the ring */
+    uint32_t posted_errors; /* refused posted writes already reported */
     int ring_kick_fd;       /* wakes the remote */
     int ring_done_fd;       /* wakes us */
+    /* how the device wants its registers treated, checked at setup */
+    MPQemuAccessHint hints[MPQEMU_MAX_HINTS];
+    uint32_t nr_hints;
+    uint32_t shadow_size;
+    uint64_t shadow_hits;   /* reads served from the shadow copy */
+    uint64_t posted;        /* writes that did not wait */
 } ProxyLink;
 
 void proxy_link_init(ProxyLink *link);
@@ -49,12 +57,23 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
                      Error **errp);
 bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
                            uint64_t offset, uint8_t size, uint64_t *value,
-                           Error **errp);
+                           bool posted, Error **errp);
 void proxy_link_close(ProxyLink *link);
+void proxy_link_break(ProxyLink *link, Error *err);
+/* For proxy-ring.c, with the link lock held */
+void proxy_link_break_locked(ProxyLink *link, Error *err);
+bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);
 
 /* proxy-ring.c */
 bool proxy_ring_setup(ProxyLink *link, Error **errp);
 void proxy_ring_close(ProxyLink *link);
+bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
+                              uint64_t offset, uint8_t size, uint64_t *value,
+                              bool posted, Error **errp);
+bool proxy_ring_drain_locked(ProxyLink *link, Error **errp);
+const MPQemuAccessHint *proxy_ring_find_hint(ProxyLink *link, uint8_t kind,
+                                             uint8_t region, uint64_t offset,
+                                             uint8_t size);
 
 /* Guest RAM shared with the remote, kept in step with the memory map */
 typedef struct ProxyMemory {
@@ -76,7 +95,23 @@ typedef struct ProxyRegion {
     MemoryRegion mr;
     uint64_t size;
     uint8_t index;
+    bool io;
 } ProxyRegion;
+
+/* A doorbell the device wants signalled directly (proxy-ioeventfd.c) */
+typedef struct ProxyIoeventfd {
+    EventNotifier notifier;
+    uint64_t offset;
+    uint64_t data;
+    uint8_t region;
+    uint8_t size;
+    bool match_data;
+    QLIST_ENTRY(ProxyIoeventfd) next;
+} ProxyIoeventfd;
+
+bool proxy_ioeventfd_apply(PCIProxyDev *dev, MPQemuMsg *msg,
+                           Error **errp);
+void proxy_ioeventfd_clear(PCIProxyDev *dev);
 
 struct PCIProxyDev {
     PCIDevice parent_obj;
@@ -91,7 +126,13 @@ struct PCIProxyDev {
     ProxyRegion region[MPQEMU_NUM_REGIONS];
     char remote_devid[MPQEMU_DEVID_MAX];
     bool use_ring;          /* property: offer the shared-memory ring */
+    bool use_posted_writes; /* property: post memory writes on the ring */
+    bool use_shadow;        /* property: read shadowed registers locally */
+    bool use_ioeventfd;     /* property: signal doorbells directly */
     uint64_t features;      /* negotiated with HELLO */
+    QLIST_HEAD(, ProxyIoeventfd) ioeventfds;
+    unsigned nr_ioeventfds;
+    bool intx_level;        /* as the remote last set it */
     bool failed;
 };
 

@@ -53,16 +53,24 @@ static const MPQemuCmdShape cmd_shape[MPQEMU_CMD__MAX] = {
     [MPQEMU_CMD_RING_SETUP] = {
         "RING_SETUP", sizeof(MPQemuRingSetup), 0
     },
+    [MPQEMU_CMD_ACCESS_HINTS] = {
+        "ACCESS_HINTS", 0, sizeof(MPQemuAccessHints)
+    },
+    [MPQEMU_CMD_IOEVENTFD] = {
+        "IOEVENTFD", -1, -1
+    },
 };
 
-static bool mpqemu_cmd_is_notification(unsigned int cmd)
+bool mpqemu_cmd_is_notification(unsigned int cmd)
 {
-    return cmd == MPQEMU_CMD_SET_IRQ || cmd == MPQEMU_CMD_MSI;
+    return cmd == MPQEMU_CMD_SET_IRQ || cmd == MPQEMU_CMD_MSI ||
+           cmd == MPQEMU_CMD_IOEVENTFD;
 }
 
 static const int notification_size[MPQEMU_CMD__MAX] = {
     [MPQEMU_CMD_SET_IRQ] = sizeof(MPQemuSetIrq),
     [MPQEMU_CMD_MSI] = sizeof(MPQemuMsi),
+    [MPQEMU_CMD_IOEVENTFD] = sizeof(MPQemuIoeventfd),
 };
 
 /* The sizes docs/protocol.md gives */
@@ -76,6 +84,9 @@ QEMU_BUILD_BUG_ON(sizeof(MPQemuMemoryMap) > MPQEMU_MAX_PAYLOAD);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuSetIrq) != 8);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuMsi) != 16);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuRingSetup) != 8);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuAccessHint) != 24);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuAccessHints) != 392);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuIoeventfd) != 24);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuError) != 264);
 
 const char *mpqemu_cmd_name(unsigned int cmd)
@@ -158,6 +169,23 @@ static bool check_memory_map(const MPQemuMsg *msg, Error **errp)
     return true;
 }
 
+static bool check_ioeventfd(const MPQemuMsg *msg, Error **errp)
+{
+    const MPQemuIoeventfd *ev = &msg->u.ioeventfd;
+    bool add = ev->flags & MPQEMU_IOEVENTFD_ADD;
+
+    if (ev->flags & ~MPQEMU_IOEVENTFD_FLAGS_ALL) {
+        error_setg(errp, "IOEVENTFD has unknown flags 0x%x", ev->flags);
+        return false;
+    }
+    if (msg->hdr.num_fds != add) {
+        error_setg(errp, "IOEVENTFD %s carries %u descriptors, expected %d",
+                   add ? "ADD" : "removal", msg->hdr.num_fds, add);
+        return false;
+    }
+    return true;
+}
+
 bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp)
 {
     const MPQemuHeader *h = &msg->hdr;
@@ -185,6 +213,10 @@ bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp)
             return false;
         }
         expected = notification_size[h->cmd];
+        if (h->cmd == MPQEMU_CMD_IOEVENTFD && h->size == expected) {
+            /* the one notification that may carry a descriptor */
+            return check_ioeventfd(msg, errp);
+        }
     } else if (receiver == MPQEMU_PEER_REMOTE) {
         if (is_reply) {
             error_setg(errp, "unexpected %s reply: a remote only receives "

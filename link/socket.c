@@ -1,6 +1,6 @@
 /*
- * mpqemu sockets: the checks and messages for an inherited socket, and
- * UNIX socket paths to connect to or listen on.
+ * mpqemu sockets: the checks and messages for an inherited socket or
+ * eventfd, and UNIX socket paths to connect to or listen on.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -108,4 +108,12 @@ int mpqemu_socket_listen(const char *path, Error **errp)
         return -1;
     }
     return fd;
+}
+
+bool mpqemu_fd_is_eventfd(int fd)
+{
+    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+    g_autofree char *target = g_file_read_link(link, NULL);
+
+    return target && g_str_equal(target, "anon_inode:[eventfd]");
 }

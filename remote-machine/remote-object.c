@@ -52,6 +52,10 @@ struct RemoteObject {
     MemoryRegion ram_root;      /* the guest RAM its proxy shares */
     uint64_t features;          /* negotiated with HELLO */
     RemoteRing *ring;           /* BAR accesses through shared memory */
+    RemoteDoorbells *doorbells; /* doorbells the proxy signals directly */
+    MPQemuAccessHint hints[MPQEMU_MAX_HINTS];   /* as last declared */
+    uint32_t nr_hints;
+    uint32_t shadow_size;
     uint32_t notify_count;      /* notifications sent on this connection */
     RemoteMemory memory;
     Notifier machine_done;
@@ -75,6 +79,12 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     mpqemu_recv_state_reset(&o->rx);
     o->hello_done = false;
     o->features = 0;
+    o->nr_hints = 0;
+    o->shadow_size = 0;
+    if (o->doorbells) {
+        remote_doorbells_stop(o->doorbells);
+        o->doorbells = NULL;
+    }
     if (o->ring) {
         remote_ring_stop(o->ring);
         o->ring = NULL;
@@ -93,6 +103,10 @@ static void remote_object_notify(RemoteObject *o, MPQemuMsg *msg)
 
     if (o->fd < 0) {
         return;     /* nobody to tell: the device is reset on disconnect */
+    }
+    if (o->ring) {
+        /* what the guest reads after this must come from the device */
+        remote_ring_shadow_stale(o->ring);
     }
     if (mpqemu_msg_send(o->fd, msg, REMOTE_IO_TIMEOUT_MS, &err) < 0) {
         error_report("x-remote-object %s: %s", o->devid,
@@ -129,6 +143,34 @@ void remote_object_send_msi(RemoteObject *o, MSIMessage m)
     remote_object_notify(o, &msg);
 }
 
+void remote_object_send_doorbell(RemoteObject *o, bool add, uint8_t region,
+                                 uint64_t offset, uint8_t size,
+                                 bool match_data, uint64_t data, int fd)
+{
+    MPQemuMsg msg;
+
+    mpqemu_msg_init(&msg, MPQEMU_CMD_IOEVENTFD, 0, 0,
+                    sizeof(MPQemuIoeventfd));
+    msg.u.ioeventfd.offset = cpu_to_le64(offset);
+    msg.u.ioeventfd.data = cpu_to_le64(data);
+    msg.u.ioeventfd.region = region;
+    msg.u.ioeventfd.size = size;
+    msg.u.ioeventfd.flags = (add ? MPQEMU_IOEVENTFD_ADD : 0) |
+                            (match_data ? MPQEMU_IOEVENTFD_DATAMATCH : 0);
+    if (add) {
+        msg.hdr.num_fds = 1;
+        msg.fds[0] = fd;    /* sent as a copy; the relay stays ours */
+    }
+    remote_object_notify(o, &msg);
+}
+
+void remote_object_doorbell_rang(RemoteObject *o, uint32_t id)
+{
+    if (o->doorbells) {
+        remote_doorbells_rang(o->doorbells, id);
+    }
+}
+
 static void remote_handle_hello(RemoteObject *o, MPQemuMsg *req,
                                 MPQemuMsg *reply)
 {
@@ -143,6 +185,9 @@ static void remote_handle_hello(RemoteObject *o, MPQemuMsg *req,
     }
     /* What both sides know is what will be used */
     o->features = le64_to_cpu(req->u.hello.features) & MPQEMU_FEATURES_KNOWN;
+    if (!(o->features & MPQEMU_FEATURE_RING)) {
+        o->features &= ~MPQEMU_FEATURES_RING_BASED;
+    }
     mpqemu_msg_init_reply(reply, req, sizeof(MPQemuHello));
     reply->u.hello.version = cpu_to_le32(MPQEMU_VERSION);
     reply->u.hello.features = cpu_to_le64(o->features);
@@ -306,6 +351,34 @@ static void remote_handle_bar(RemoteObject *o, MPQemuMsg *req,
     }
 }
 
+static void remote_handle_access_hints(RemoteObject *o, MPQemuMsg *req,
+                                       MPQemuMsg *reply)
+{
+    MPQemuAccessHints *out = &reply->u.hints;
+
+    if (!(o->features & (MPQEMU_FEATURE_POSTED_WRITES |
+                         MPQEMU_FEATURE_SHADOW)) || o->ring) {
+        mpqemu_msg_init_error(reply, req, -EPROTO, "%s",
+                              o->ring ? "the ring is already set up"
+                                      : "neither posted writes nor the "
+                                        "shadow were negotiated");
+        return;
+    }
+    o->nr_hints = remote_hints_for_device(
+        o->pdev, o->features & MPQEMU_FEATURE_POSTED_WRITES,
+        o->features & MPQEMU_FEATURE_SHADOW, o->hints, &o->shadow_size);
+
+    mpqemu_msg_init_reply(reply, req, sizeof(MPQemuAccessHints));
+    out->nr_hints = cpu_to_le32(o->nr_hints);
+    out->shadow_size = cpu_to_le32(o->shadow_size);
+    for (uint32_t i = 0; i < o->nr_hints; i++) {
+        out->hint[i] = o->hints[i];
+        out->hint[i].offset = cpu_to_le64(o->hints[i].offset);
+        out->hint[i].size = cpu_to_le32(o->hints[i].size);
+        out->hint[i].shadow_offset = cpu_to_le32(o->hints[i].shadow_offset);
+    }
+}
+
 static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
                                      MPQemuMsg *reply)
 {
@@ -317,7 +390,8 @@ static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
                                       : "the ring was not negotiated");
         return;
     }
-    o->ring = remote_ring_start(o, o->devid, req, &err);
+    o->ring = remote_ring_start(o, o->devid, req, o->hints, o->nr_hints,
+                                o->shadow_size, &err);
     if (!o->ring) {
         mpqemu_msg_init_error(reply, req, -EINVAL, "%s",
                               error_get_pretty(err));
@@ -325,6 +399,16 @@ static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
         return;
     }
     mpqemu_msg_init_reply(reply, req, 0);
+    if (o->features & MPQEMU_FEATURE_IOEVENTFD) {
+        AddressSpace *as[PCI_ROM_SLOT] = { NULL };
+
+        for (int i = 0; i < PCI_ROM_SLOT; i++) {
+            if (o->pdev->io_regions[i].size) {
+                as[i] = remote_region_as(o, i);
+            }
+        }
+        o->doorbells = remote_doorbells_start(o, o->devid, o->ring, as);
+    }
 }
 
 static void remote_handle_memory_map(RemoteObject *o, MPQemuMsg *req,
@@ -352,6 +436,11 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
         return;
     }
 
+    if (o->ring) {
+        /* a reset, a config write or a BAR access may change registers */
+        remote_ring_shadow_stale(o->ring);
+    }
+
     switch (req->hdr.cmd) {
     case MPQEMU_CMD_HELLO:
         remote_handle_hello(o, req, reply);
@@ -372,6 +461,9 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
         break;
     case MPQEMU_CMD_RING_SETUP:
         remote_handle_ring_setup(o, req, reply);
+        break;
+    case MPQEMU_CMD_ACCESS_HINTS:
+        remote_handle_access_hints(o, req, reply);
         break;
     case MPQEMU_CMD_RESET:
         /* as the guest's bus reset does: the device and its PCI state */

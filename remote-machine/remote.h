@@ -73,8 +73,26 @@ void remote_memory_clear(RemoteMemory *mem);
 /* remote-ring.c: BAR accesses through shared memory */
 typedef struct RemoteRing RemoteRing;
 RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
-                              MPQemuMsg *req, Error **errp);
+                              MPQemuMsg *req, const MPQemuAccessHint *hints,
+                              uint32_t nr_hints, uint32_t shadow_size,
+                              Error **errp);
 void remote_ring_stop(RemoteRing *rr);
+void remote_ring_shadow_stale(RemoteRing *rr);
+bool remote_ring_watch(RemoteRing *rr, int fd, uint32_t id);
+void remote_ring_unwatch(RemoteRing *rr, int fd);
+
+/* remote-hints.c: which registers are synchronous, which are shadowed */
+uint32_t remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
+                                 MPQemuAccessHint *hint,
+                                 uint32_t *shadow_size);
+
+/* remote-doorbell.c: the device's ioeventfds, handed to the proxy */
+typedef struct RemoteDoorbells RemoteDoorbells;
+RemoteDoorbells *remote_doorbells_start(RemoteObject *o, const char *devid,
+                                        RemoteRing *ring,
+                                        AddressSpace *const *as);
+void remote_doorbells_stop(RemoteDoorbells *db);
+void remote_doorbells_rang(RemoteDoorbells *db, uint32_t id);
 
 /* remote-object.c */
 bool remote_object_has_peer(RemoteObject *o);
@@ -84,5 +102,9 @@ int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
 uint32_t remote_object_notify_count(RemoteObject *o);
 void remote_object_set_irq(RemoteObject *o, int level);
 void remote_object_send_msi(RemoteObject *o, MSIMessage msg);
+void remote_object_send_doorbell(RemoteObject *o, bool add, uint8_t region,
+                                 uint64_t offset, uint8_t size,
+                                 bool match_data, uint64_t data, int fd);
+void remote_object_doorbell_rang(RemoteObject *o, uint32_t id);
 
 #endif

@@ -24,6 +24,8 @@ typedef struct MPQemuMsg {
         MPQemuSetIrq set_irq;
         MPQemuMsi msi;
         MPQemuRingSetup ring_setup;
+        MPQemuAccessHints hints;
+        MPQemuIoeventfd ioeventfd;
         MPQemuError error;
     } u;
     int fds[MPQEMU_MAX_FDS];
@@ -43,6 +45,8 @@ void mpqemu_msg_init_error(MPQemuMsg *reply, const MPQemuMsg *req,
                            int code, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
 void mpqemu_msg_close_fds(MPQemuMsg *msg);
 const char *mpqemu_cmd_name(unsigned int cmd);
+/* SET_IRQ, MSI, IOEVENTFD: sent by the remote without being asked */
+bool mpqemu_cmd_is_notification(unsigned int cmd);
 
 /*
  * Check that a framed message is well-formed for its command: known

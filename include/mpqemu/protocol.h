@@ -33,6 +33,8 @@ typedef enum MPQemuCmd {
     MPQEMU_CMD_SET_IRQ      = 9,    /* remote -> proxy, notification */
     MPQEMU_CMD_MSI          = 10,   /* remote -> proxy, notification */
     MPQEMU_CMD_RING_SETUP   = 11,   /* proxy -> remote, request, carries fds */
+    MPQEMU_CMD_ACCESS_HINTS = 12,   /* proxy -> remote, request */
+    MPQEMU_CMD_IOEVENTFD    = 13,   /* remote -> proxy, notification, fd */
     MPQEMU_CMD__MAX,
 } MPQemuCmd;
 
@@ -57,7 +59,20 @@ typedef struct QEMU_PACKED MPQemuHello {
 
 /* BAR accesses through a shared-memory ring (see mpqemu/ring.h) */
 #define MPQEMU_FEATURE_RING     (1ULL << 0)
-#define MPQEMU_FEATURES_KNOWN   MPQEMU_FEATURE_RING
+/* With the ring: memory writes the device does not mark are posted */
+#define MPQEMU_FEATURE_POSTED_WRITES (1ULL << 1)
+/* With the ring: side-effect-free registers are read from a shared copy */
+#define MPQEMU_FEATURE_SHADOW   (1ULL << 2)
+/* With the ring: doorbells the device wants as eventfds are signalled directly */
+#define MPQEMU_FEATURE_IOEVENTFD (1ULL << 3)
+#define MPQEMU_FEATURES_KNOWN   (MPQEMU_FEATURE_RING | \
+                                 MPQEMU_FEATURE_POSTED_WRITES | \
+                                 MPQEMU_FEATURE_SHADOW | \
+                                 MPQEMU_FEATURE_IOEVENTFD)
+/* The features that only work on top of the ring */
+#define MPQEMU_FEATURES_RING_BASED (MPQEMU_FEATURE_POSTED_WRITES | \
+                                    MPQEMU_FEATURE_SHADOW | \
+                                    MPQEMU_FEATURE_IOEVENTFD)
 
 /* MPQEMU_CMD_DEVICE_INFO reply: what the proxy needs to impersonate the device */
 #define MPQEMU_NUM_REGIONS      7   /* six BARs and the expansion ROM */
@@ -124,14 +139,71 @@ typedef struct QEMU_PACKED MPQemuMemoryMap {
 } MPQemuMemoryMap;
 
 /*
+ * MPQEMU_CMD_ACCESS_HINTS reply: how the device wants its registers treated
+ * on the fast path. SYNC_WRITE: writes in the range wait for the device even
+ * when writes are posted. SHADOW: reads in the range have no side effects
+ * and may be served from the shadow copy (see mpqemu/ring.h); the copy of
+ * the range starts @shadow_offset bytes into the shadow area and holds what
+ * reads of @width bytes at each multiple of @width return. Without
+ * MPQEMU_SHADOW_BYTES only such reads are served from it; with it, the range
+ * behaves as memory and any read of @min_size to @max_size bytes inside it
+ * is.
+ */
+#define MPQEMU_MAX_HINTS        16
+#define MPQEMU_HINT_SYNC_WRITE  1
+#define MPQEMU_HINT_SHADOW      2
+#define MPQEMU_SHADOW_BYTES     (1u << 0)
+#define MPQEMU_SHADOW_MAX       (16 * 4096)     /* bytes in the shadow area */
+typedef struct QEMU_PACKED MPQemuAccessHint {
+    uint64_t offset;        /* within the region */
+    uint32_t size;          /* bytes */
+    uint32_t shadow_offset; /* SHADOW: multiple of 8 */
+    uint8_t region;         /* 0-5 */
+    uint8_t kind;           /* MPQEMU_HINT_* */
+    uint8_t width;          /* SHADOW: 1, 2, 4 or 8 */
+    uint8_t flags;          /* SHADOW: MPQEMU_SHADOW_BYTES */
+    uint8_t min_size;       /* SHADOW with MPQEMU_SHADOW_BYTES */
+    uint8_t max_size;
+    uint8_t reserved[2];
+} MPQemuAccessHint;
+
+typedef struct QEMU_PACKED MPQemuAccessHints {
+    uint32_t nr_hints;
+    uint32_t shadow_size;   /* bytes of shadow area the ring must carry */
+    MPQemuAccessHint hint[MPQEMU_MAX_HINTS];
+} MPQemuAccessHints;
+
+/*
  * MPQEMU_CMD_RING_SETUP: descriptors 0, 1, 2 are the ring's memory (a memfd
- * of at least @size bytes), the kick eventfd and the done eventfd.
+ * of at least @size bytes: the ring page, then the shadow area), the kick
+ * eventfd and the done eventfd.
  */
 #define MPQEMU_RING_FDS         3
 typedef struct QEMU_PACKED MPQemuRingSetup {
     uint32_t size;
     uint32_t reserved;
 } MPQemuRingSetup;
+
+/*
+ * MPQEMU_CMD_IOEVENTFD notification: the device signals an eventfd for
+ * writes to a doorbell instead of handling them as accesses. With
+ * MPQEMU_IOEVENTFD_ADD it carries the eventfd, which the proxy signals for
+ * each write of @size bytes (0: any size) at @offset of the region (and,
+ * with MPQEMU_IOEVENTFD_DATAMATCH, of value @data); without, the proxy stops.
+ */
+#define MPQEMU_IOEVENTFD_ADD        (1u << 0)
+#define MPQEMU_IOEVENTFD_DATAMATCH  (1u << 1)
+#define MPQEMU_IOEVENTFD_FLAGS_ALL  (MPQEMU_IOEVENTFD_ADD | \
+                                     MPQEMU_IOEVENTFD_DATAMATCH)
+#define MPQEMU_MAX_IOEVENTFDS       256     /* per device */
+typedef struct QEMU_PACKED MPQemuIoeventfd {
+    uint64_t offset;
+    uint64_t data;
+    uint8_t region;
+    uint8_t size;
+    uint8_t flags;
+    uint8_t reserved[5];
+} MPQemuIoeventfd;
 
 /* MPQEMU_CMD_SET_IRQ notification */
 typedef struct QEMU_PACKED MPQemuSetIrq {

@@ -20,4 +20,7 @@ int mpqemu_socket_from_param(const char *fd_str, const char *other_end,
 int mpqemu_socket_connect(const char *path, Error **errp);
 int mpqemu_socket_listen(const char *path, Error **errp);
 
+/* Whether @fd is an eventfd (as the ring and doorbells need) */
+bool mpqemu_fd_is_eventfd(int fd);
+
 #endif

@@ -4,11 +4,16 @@
  * survive and report the error.
  *
  * - "remote" cases talk to a real remote process (x-remote machine serving
- *   an lsi53c895a) while the test plays the proxy; "remote/ring" cases set
- *   up the shared-memory ring, badly or well, and use it;
+ *   an lsi53c895a, or an nvme) while the test plays the proxy;
+ *   "remote/ring" cases set up the shared-memory ring, badly or well, and
+ *   use it (batches of posted writes, the shadow copy of registers);
+ *   "remote/hints" cases ask for the device's access hints;
  * - "proxy" cases run a main QEMU with an x-pci-proxy-dev while a thread of
  *   the test plays the remote and answers a BAR read badly, on the socket
- *   or ("proxy/ring") in the ring;
+ *   or ("proxy/ring") in the ring; "proxy/ioeventfd", "proxy/hints",
+ *   "proxy/shadow" and "proxy/posted" cases check what the proxy makes of
+ *   doorbells, access hints, the shadow copy and posted writes, hostile
+ *   ones included;
  * - "startup" cases check that a version mismatch stops the main QEMU.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -18,6 +23,7 @@
 #include "qapi/error.h"
 #include "qemu/bswap.h"
 #include "qemu/cutils.h"
+#include "qemu/host-utils.h"
 #include "qemu/memfd.h"
 #include "qemu/sockets.h"
 #include "qobject/qdict.h"
@@ -159,6 +165,8 @@ static void check_alive(QTestState *qts)
 typedef struct Remote {
     char *dir;
     char *sock;
+    const char *devid;      /* the device the remote serves */
+    uint32_t pci_id;        /* its vendor and device ID */
     QTestState *qts;
     int fd;
     uint64_t id;            /* id of the next request */
@@ -172,13 +180,22 @@ static void remote_connect(Remote *r)
     r->id = 1;
 }
 
-static void remote_start(Remote *r)
+/* A remote serving @devid, which @devices create */
+static void remote_start_dev(Remote *r, const char *devid, uint32_t pci_id,
+                             const char *devices)
 {
     r->dir = mpqemu_tmp_dir();
     r->sock = g_build_filename(r->dir, "remote.sock", NULL);
-    r->qts = mpqemu_start_remote(r->sock, "lsi1", "-device lsi53c895a,id=lsi1");
+    r->devid = devid;
+    r->pci_id = pci_id;
+    r->qts = mpqemu_start_remote(r->sock, devid, devices);
     r->fd = -1;
     remote_connect(r);
+}
+
+static void remote_start(Remote *r)
+{
+    remote_start_dev(r, "lsi1", LSI_ID, "-device lsi53c895a,id=lsi1");
 }
 
 static void send_msg(int fd, const MPQemuMsg *msg)
@@ -272,10 +289,11 @@ static void expect_reply(int fd, const MPQemuMsg *req, MPQemuMsg *reply,
 }
 
 /*
- * Send @req and expect an error reply to it; returns the error message.
- * @req is sent as it is, so it may carry any command, flags or size.
+ * Send @req and expect an error reply to it; returns the error message,
+ * and with @code the error code. @req is sent as it is, so it may carry
+ * any command, flags or size.
  */
-static char *expect_error(int fd, const MPQemuMsg *req)
+static char *expect_error_code(int fd, const MPQemuMsg *req, int32_t *code)
 {
     MPQemuMsg reply;
     size_t len;
@@ -292,7 +310,15 @@ static char *expect_error(int fd, const MPQemuMsg *req)
     g_assert_cmpuint(len, <, sizeof(reply.u.error.message));
     g_test_message("%s (cmd %u) refused: %s", mpqemu_cmd_name(req->hdr.cmd),
                    req->hdr.cmd, reply.u.error.message);
+    if (code) {
+        *code = le32_to_cpu(reply.u.error.code);
+    }
     return g_strdup(reply.u.error.message);
+}
+
+static char *expect_error(int fd, const MPQemuMsg *req)
+{
+    return expect_error_code(fd, req, NULL);
 }
 
 static void expect_error_free(int fd, const MPQemuMsg *req)
@@ -335,7 +361,7 @@ static void remote_hello(Remote *r)
     send_msg(r->fd, &req);
     expect_reply(r->fd, &req, &reply, sizeof(MPQemuHello));
     g_assert_cmpuint(le32_to_cpu(reply.u.hello.version), ==, MPQEMU_VERSION);
-    g_assert_cmpstr(reply.u.hello.devid, ==, "lsi1");
+    g_assert_cmpstr(reply.u.hello.devid, ==, r->devid);
 }
 
 static uint64_t remote_config_read(Remote *r, uint32_t offset, uint32_t len)
@@ -362,7 +388,7 @@ static uint64_t remote_bar_read(Remote *r, uint8_t region, uint64_t offset,
 /* The connection still serves requests */
 static void remote_check_works(Remote *r)
 {
-    g_assert_cmphex(remote_config_read(r, 0, 4), ==, LSI_ID);
+    g_assert_cmphex(remote_config_read(r, 0, 4), ==, r->pci_id);
 }
 
 /* Close the connection so that the remote sees it before a new one comes */
@@ -1007,15 +1033,23 @@ static void test_remote_bad_flags(void)
 #define LSI_REG_ISTAT0          0x14
 #define LSI_REG_SCRATCHA        0x34
 #define LSI_REG_DIEN            0x39
+#define LSI_REG_SCRATCHB        0x5c    /* SCRATCHB to SCRATCHR follow */
+#define LSI_NR_SCRATCH          18
 #define LSI_DSTAT_ABRT          0x10
 #define LSI_ISTAT0_ABRT         0x80
 
 /* The name the remote gives its ring thread (with -name debug-threads=on) */
 #define RING_THREAD_PREFIX      "ring-"
 
-/* The proxy's end of a ring: the page and the two eventfds it created */
+/* What a test puts in the response fields, to tell an answer from none */
+#define RING_STATUS_UNSET       0x7eadbeef
+#define RING_VALUE_UNSET        0xdeadbeefdeadbeefULL
+
+/* The proxy's end of a ring: the memory and the two eventfds it created */
 typedef struct TestRing {
     MPQemuRing *ring;       /* NULL if the memory is too small to map */
+    size_t map_size;        /* bytes mapped: the ring page, then the shadow */
+    uint32_t size;          /* what RING_SETUP announces */
     int mem_fd;
     int kick_fd;
     int done_fd;
@@ -1036,18 +1070,20 @@ static void test_ring_init(TestRing *t, size_t file_size)
     g_assert_cmpint(t->kick_fd, >=, 0);
     t->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     g_assert_cmpint(t->done_fd, >=, 0);
+    t->size = MAX(file_size, MPQEMU_RING_SIZE);
     if (file_size >= MPQEMU_RING_SIZE) {
-        map = mmap(NULL, MPQEMU_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+        map = mmap(NULL, file_size, PROT_READ | PROT_WRITE, MAP_SHARED,
                    t->mem_fd, 0);
         g_assert_true(map != MAP_FAILED);
         t->ring = map;
+        t->map_size = file_size;
     }
 }
 
 static void test_ring_free(TestRing *t)
 {
     if (t->ring) {
-        munmap(t->ring, MPQEMU_RING_SIZE);
+        munmap(t->ring, t->map_size);
     }
     close(t->mem_fd);
     close(t->kick_fd);
@@ -1071,7 +1107,7 @@ static void remote_ring_setup_raw(Remote *r, TestRing *t)
     MPQemuMsg req, reply;
     int fds[MPQEMU_RING_FDS] = { t->mem_fd, t->kick_fd, t->done_fd };
 
-    init_ring_setup(&req, r->id++, MPQEMU_RING_SIZE, fds, MPQEMU_RING_FDS);
+    init_ring_setup(&req, r->id++, t->size, fds, MPQEMU_RING_FDS);
     send_msg(r->fd, &req);
     expect_reply(r->fd, &req, &reply, 0);
 }
@@ -1121,19 +1157,15 @@ static uint64_t remote_hello_features(Remote *r, uint64_t features)
     send_msg(r->fd, &req);
     expect_reply(r->fd, &req, &reply, sizeof(MPQemuHello));
     g_assert_cmpuint(le32_to_cpu(reply.u.hello.version), ==, MPQEMU_VERSION);
+    g_assert_cmpstr(reply.u.hello.devid, ==, r->devid);
     return le64_to_cpu(reply.u.hello.features);
 }
 
 /* A remote whose threads carry names, so that its ring thread can be found */
 static void remote_start_named(Remote *r)
 {
-    r->dir = mpqemu_tmp_dir();
-    r->sock = g_build_filename(r->dir, "remote.sock", NULL);
-    r->qts = mpqemu_start_remote(r->sock, "lsi1",
-                                 "-name remote,debug-threads=on "
-                                 "-device lsi53c895a,id=lsi1");
-    r->fd = -1;
-    remote_connect(r);
+    remote_start_dev(r, "lsi1", LSI_ID, "-name remote,debug-threads=on "
+                     "-device lsi53c895a,id=lsi1");
 }
 
 /*
@@ -1196,22 +1228,51 @@ static int ring_threads(Remote *r)
     return count_threads(qtest_pid(r->qts), RING_THREAD_PREFIX, NULL);
 }
 
-/* Put a request in the ring, as a proxy does */
-static void ring_submit(TestRing *t, uint32_t cmd, uint32_t region,
-                        uint32_t size, uint64_t offset, uint64_t value)
+/* The entry request @seq uses */
+static MPQemuRingEntry *ring_entry(TestRing *t, uint32_t seq)
+{
+    return &t->ring->entry[seq % MPQEMU_RING_ENTRIES];
+}
+
+/*
+ * Fill the entry of the next request, as a proxy does, without telling the
+ * remote yet. The response fields get values no answer has, so that an
+ * entry the remote did not serve shows.
+ */
+static void ring_put(TestRing *t, uint32_t cmd, uint8_t region, uint8_t size,
+                     uint8_t flags, uint64_t offset, uint64_t value)
+{
+    MPQemuRingEntry *e = ring_entry(t, ++t->seq);
+
+    qatomic_set(&e->cmd, cmd);
+    qatomic_set(&e->region, region);
+    qatomic_set(&e->size, size);
+    qatomic_set(&e->flags, flags);
+    qatomic_set(&e->offset, offset);
+    qatomic_set(&e->value, cmd == MPQEMU_CMD_BAR_WRITE ? value
+                                                       : RING_VALUE_UNSET);
+    qatomic_set(&e->status, RING_STATUS_UNSET);
+    qatomic_set(&e->notify_seq, UINT32_MAX);
+}
+
+/* Hand the requests put so far to the remote: one req_seq, one kick */
+static void ring_publish(TestRing *t)
 {
     MPQemuRing *ring = t->ring;
 
-    qatomic_set(&ring->cmd, cmd);
-    qatomic_set(&ring->region, region);
-    qatomic_set(&ring->size, size);
-    qatomic_set(&ring->offset, offset);
-    qatomic_set(&ring->value, value);
-    qatomic_store_release(&ring->req_seq, ++t->seq);
+    qatomic_store_release(&ring->req_seq, t->seq);
     smp_mb();
     if (qatomic_read(&ring->remote_sleeping)) {
         g_assert_cmpint(eventfd_write(t->kick_fd, 1), ==, 0);
     }
+}
+
+/* Put a request in the ring, as a proxy does */
+static void ring_submit(TestRing *t, uint32_t cmd, uint8_t region,
+                        uint8_t size, uint64_t offset, uint64_t value)
+{
+    ring_put(t, cmd, region, size, 0, offset, value);
+    ring_publish(t);
 }
 
 /*
@@ -1244,31 +1305,41 @@ static bool ring_wait(TestRing *t, int ms)
     }
 }
 
-/* One access through the ring; returns the status the remote answered */
-static int ring_access(TestRing *t, uint32_t cmd, uint32_t region,
-                       uint32_t size, uint64_t offset, uint64_t value,
-                       uint64_t *result, uint32_t *notify_seq)
+/* Publish what was put, and wait for the remote to serve all of it */
+static void ring_publish_wait(TestRing *t)
 {
     qatomic_set(&t->ring->proxy_sleeping, 1);
     smp_mb();
-    ring_submit(t, cmd, region, size, offset, value);
+    ring_publish(t);
     if (!ring_wait(t, IO_TIMEOUT_MS)) {
         g_test_message("no answer in the ring to request %u (resp_seq %u)",
                        t->seq, qatomic_read(&t->ring->resp_seq));
         g_assert_not_reached();
     }
     qatomic_set(&t->ring->proxy_sleeping, 0);
-    if (result) {
-        *result = qatomic_read(&t->ring->result);
-    }
-    if (notify_seq) {
-        *notify_seq = qatomic_read(&t->ring->notify_seq);
-    }
-    return qatomic_read(&t->ring->status);
 }
 
-static uint64_t ring_read(TestRing *t, uint32_t region, uint64_t offset,
-                          uint32_t size)
+/* One access through the ring; returns the status the remote answered */
+static int ring_access(TestRing *t, uint32_t cmd, uint8_t region,
+                       uint8_t size, uint64_t offset, uint64_t value,
+                       uint64_t *result, uint32_t *notify_seq)
+{
+    MPQemuRingEntry *e;
+
+    ring_put(t, cmd, region, size, 0, offset, value);
+    ring_publish_wait(t);
+    e = ring_entry(t, t->seq);
+    if (result) {
+        *result = qatomic_read(&e->value);
+    }
+    if (notify_seq) {
+        *notify_seq = qatomic_read(&e->notify_seq);
+    }
+    return qatomic_read(&e->status);
+}
+
+static uint64_t ring_read(TestRing *t, uint8_t region, uint64_t offset,
+                          uint8_t size)
 {
     uint64_t value = 0;
 
@@ -1277,8 +1348,8 @@ static uint64_t ring_read(TestRing *t, uint32_t region, uint64_t offset,
     return value;
 }
 
-static void ring_write(TestRing *t, uint32_t region, uint64_t offset,
-                       uint32_t size, uint64_t value)
+static void ring_write(TestRing *t, uint8_t region, uint64_t offset,
+                       uint8_t size, uint64_t value)
 {
     g_assert_cmpint(ring_access(t, MPQEMU_CMD_BAR_WRITE, region, size, offset,
                                 value, NULL, NULL), ==, 0);
@@ -1450,10 +1521,10 @@ static void test_remote_ring_bad_fds(void)
 static void test_remote_ring_bad_memory(void)
 {
     static const uint32_t bad_sizes[] = {
-        0, MPQEMU_RING_SIZE * 2, UINT32_MAX,
+        0, MPQEMU_RING_SIZE - 1, MPQEMU_RING_SIZE * 2, UINT32_MAX,
     };
     Remote r;
-    TestRing t, small;
+    TestRing t, small, big;
     int fds[MPQEMU_RING_FDS], probe, base, ro_fd, ev;
     g_autofree char *ro_path = NULL;
 
@@ -1500,6 +1571,14 @@ static void test_remote_ring_bad_memory(void)
     for (int i = 0; i < ARRAY_SIZE(bad_sizes); i++) {
         g_free(remote_ring_setup_refused(&r, bad_sizes[i], fds, 3));
     }
+
+    /* memory and size beyond the largest shadow area there can be */
+    test_ring_init(&big, MPQEMU_RING_SIZE + MPQEMU_SHADOW_MAX + 4096);
+    fds[0] = big.mem_fd;
+    g_free(remote_ring_setup_refused(&r, big.size, fds, 3));
+    g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE + MPQEMU_SHADOW_MAX
+                                         + 1, fds, 3));
+    test_ring_free(&big);
 
     /* no thread started, or left behind */
     g_assert_cmpint(ring_threads(&r), ==, 0);
@@ -1565,20 +1644,21 @@ static void test_remote_ring_twice(void)
 static void test_remote_ring_working(void)
 {
     static const struct {
-        uint32_t cmd, region, size;
+        uint32_t cmd;
+        uint8_t region, size;
         uint64_t offset;
     } hostile[] = {
         { MPQEMU_CMD_BAR_READ, 9, 4, 0 },
         { MPQEMU_CMD_BAR_WRITE, 9, 4, 0 },
         { MPQEMU_CMD_BAR_READ, 7, 4, 0 },
-        { MPQEMU_CMD_BAR_READ, UINT32_MAX, 4, 0 },
+        { MPQEMU_CMD_BAR_READ, UINT8_MAX, 4, 0 },
         { MPQEMU_CMD_BAR_WRITE, 6, 4, 0 },            /* no ROM */
         { MPQEMU_CMD_BAR_READ, 3, 4, 0 },             /* no BAR 3 */
         { MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 3, LSI_REG_SCRATCHA },
         { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 3, LSI_REG_SCRATCHA },
         { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 0, LSI_REG_SCRATCHA },
         { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 16, LSI_REG_SCRATCHA },
-        { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, UINT32_MAX,
+        { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, UINT8_MAX,
           LSI_REG_SCRATCHA },
         { MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4, LSI_MMIO_SIZE },
         { MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 4, LSI_MMIO_SIZE - 2 },
@@ -1759,7 +1839,7 @@ static void test_remote_ring_first_request(void)
                            ring_wait(&t, 1000) ? "answered" : "not answered "
                            "either");
         } else {
-            g_assert_cmphex(qatomic_read(&t.ring->result), ==,
+            g_assert_cmphex(qatomic_read(&ring_entry(&t, 1)->value), ==,
                             LSI_SCNTL0_RESET);
         }
         remote_drop(&r);
@@ -1864,6 +1944,552 @@ static void test_remote_ring_not_eventfds(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Remote side: access hints, batches and the shadow (the test is the proxy) */
+/* ------------------------------------------------------------------------ */
+
+/* The nvme the hint and shadow cases talk to, with nothing behind it */
+#define NVME_ID                 0x00101b36u     /* device 0x10, Red Hat */
+#define NVME_DEVICES            "-drive if=none,id=d0,file=null-co://," \
+                                "format=raw -device nvme,serial=mpq," \
+                                "drive=d0,id=nvme1"
+#define NVME_REG_CAP            0x00
+#define NVME_REG_VS             0x08
+#define NVME_REG_INTMS          0x0c
+#define NVME_REG_CC             0x14
+#define NVME_REG_AQA            0x24
+
+/* The features that give a device's access hints */
+#define HINT_FEATURES           (MPQEMU_FEATURE_RING | \
+                                 MPQEMU_FEATURE_POSTED_WRITES | \
+                                 MPQEMU_FEATURE_SHADOW)
+
+static void remote_start_nvme(Remote *r)
+{
+    remote_start_dev(r, "nvme1", NVME_ID, NVME_DEVICES);
+}
+
+/* A new connection to the same remote */
+static void remote_reconnect(Remote *r)
+{
+    remote_drop(r);
+    remote_connect(r);
+}
+
+static void init_access_hints(MPQemuMsg *m, uint64_t id)
+{
+    mpqemu_msg_init(m, MPQEMU_CMD_ACCESS_HINTS, 0, id, 0);
+}
+
+/* ACCESS_HINTS, which must succeed; @out gets the hints in host order */
+static void remote_access_hints(Remote *r, MPQemuAccessHints *out)
+{
+    MPQemuMsg req, reply;
+    const MPQemuAccessHints *in = &reply.u.hints;
+
+    init_access_hints(&req, r->id++);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, sizeof(MPQemuAccessHints));
+    memset(out, 0, sizeof(*out));
+    out->nr_hints = le32_to_cpu(in->nr_hints);
+    out->shadow_size = le32_to_cpu(in->shadow_size);
+    g_assert_cmpuint(out->nr_hints, <=, MPQEMU_MAX_HINTS);
+    g_assert_cmpuint(out->shadow_size, <=, MPQEMU_SHADOW_MAX);
+    for (uint32_t i = 0; i < out->nr_hints; i++) {
+        MPQemuAccessHint *h = &out->hint[i];
+
+        *h = in->hint[i];
+        h->offset = le64_to_cpu(in->hint[i].offset);
+        h->size = le32_to_cpu(in->hint[i].size);
+        h->shadow_offset = le32_to_cpu(in->hint[i].shadow_offset);
+        g_test_message("hint %u: kind %u region %u offset 0x%" PRIx64
+                       " size 0x%x shadow at 0x%x width %u flags 0x%x "
+                       "sizes %u-%u", i, h->kind, h->region, h->offset,
+                       h->size, h->shadow_offset, h->width, h->flags,
+                       h->min_size, h->max_size);
+    }
+}
+
+/* ACCESS_HINTS, which the remote must refuse with -EPROTO */
+static char *remote_access_hints_refused(Remote *r)
+{
+    MPQemuMsg req;
+    int32_t code;
+    char *msg;
+
+    init_access_hints(&req, r->id++);
+    msg = expect_error_code(r->fd, &req, &code);
+    g_assert_cmpint(code, ==, -EPROTO);
+    return msg;
+}
+
+/* The hint of @kind in @region whose range covers [@start, @end), if any */
+static const MPQemuAccessHint *find_hint(const MPQemuAccessHints *hints,
+                                         uint8_t kind, uint8_t region,
+                                         uint64_t start, uint64_t end)
+{
+    for (uint32_t i = 0; i < hints->nr_hints; i++) {
+        const MPQemuAccessHint *h = &hints->hint[i];
+
+        if (h->kind == kind && h->region == region && h->offset <= start &&
+            h->offset + h->size >= end) {
+            return h;
+        }
+    }
+    return NULL;
+}
+
+static unsigned int count_hints(const MPQemuAccessHints *hints, uint8_t kind)
+{
+    unsigned int n = 0;
+
+    for (uint32_t i = 0; i < hints->nr_hints; i++) {
+        n += hints->hint[i].kind == kind;
+    }
+    return n;
+}
+
+/* Where the device's MSI-X table is, as its config space says */
+static void remote_find_msix(Remote *r, uint8_t *bir, uint32_t *offset,
+                             uint32_t *entries)
+{
+    uint32_t pos;
+
+    g_assert_true(remote_config_read(r, PCI_STATUS, 2) & PCI_STATUS_CAP_LIST);
+    pos = remote_config_read(r, PCI_CAPABILITY_LIST, 1) & ~3;
+    for (int n = 0; pos && n < 48; n++) {
+        uint32_t id = remote_config_read(r, pos + PCI_CAP_LIST_ID, 1);
+
+        if (id == PCI_CAP_ID_MSIX) {
+            uint32_t table = remote_config_read(r, pos + PCI_MSIX_TABLE, 4);
+
+            *entries = (remote_config_read(r, pos + PCI_MSIX_FLAGS, 2) &
+                        PCI_MSIX_FLAGS_QSIZE) + 1;
+            *bir = table & PCI_MSIX_FLAGS_BIRMASK;
+            *offset = table & ~PCI_MSIX_FLAGS_BIRMASK;
+            return;
+        }
+        pos = remote_config_read(r, pos + PCI_CAP_LIST_NEXT, 1) & ~3;
+    }
+    g_assert_not_reached();
+}
+
+/* (20) ACCESS_HINTS only after HELLO granted hints, and before the ring */
+static void test_remote_hints_refused(void)
+{
+    Remote r;
+    TestRing t;
+    MPQemuMsg req;
+    MPQemuAccessHints hints;
+    g_autofree char *before_hello = NULL;
+    g_autofree char *not_negotiated = NULL;
+    g_autofree char *after_ring = NULL;
+
+    remote_start(&r);
+    before_hello = remote_access_hints_refused(&r);
+    g_assert_nonnull(strstr(before_hello, "HELLO"));
+
+    /* nothing negotiated, and the ring alone */
+    g_assert_cmphex(remote_hello_features(&r, 0), ==, 0);
+    not_negotiated = remote_access_hints_refused(&r);
+    g_assert_nonnull(strstr(not_negotiated, "negotiated"));
+    remote_reconnect(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    g_free(remote_access_hints_refused(&r));
+    remote_check_works(&r);
+
+    /* the ring-based features without the ring are not granted at all */
+    remote_reconnect(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURES_RING_BASED), ==,
+                    0);
+    g_free(remote_access_hints_refused(&r));
+    remote_check_works(&r);
+
+    /* with posted writes, the answer: an LSI has no MSI-X, so no hints */
+    remote_reconnect(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
+                                              MPQEMU_FEATURE_POSTED_WRITES),
+                    ==, MPQEMU_FEATURE_RING | MPQEMU_FEATURE_POSTED_WRITES);
+    /* a request with a payload is malformed */
+    init_access_hints(&req, r.id++);
+    req.hdr.size = 8;
+    expect_error_free(r.fd, &req);
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(hints.nr_hints, ==, 0);
+    g_assert_cmpuint(hints.shadow_size, ==, 0);
+    /* asking again before the ring is set up is fine */
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(hints.nr_hints, ==, 0);
+
+    /* once the ring is set up, the hints cannot change any more */
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    remote_ring_setup(&r, &t);
+    after_ring = remote_access_hints_refused(&r);
+    g_assert_nonnull(strstr(after_ring, "ring"));
+    g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+    remote_check_works(&r);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+}
+
+/* (21) an nvme's hints: the MSI-X table synchronous, VS and more shadowed */
+static void test_remote_hints_nvme(void)
+{
+    Remote r;
+    MPQemuMsg req, reply;
+    MPQemuAccessHints hints;
+    uint64_t bar_size;
+    uint32_t table_offset, entries;
+    uint8_t bir;
+    const MPQemuAccessHint *h;
+
+    remote_start_nvme(&r);
+    g_assert_cmphex(remote_hello_features(&r, HINT_FEATURES), ==,
+                    HINT_FEATURES);
+    remote_check_works(&r);
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_DEVICE_INFO, 0, r.id++, 0);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, sizeof(MPQemuDeviceInfo));
+    bar_size = le64_to_cpu(reply.u.device_info.region[0].size);
+    g_assert_cmpuint(bar_size, >=, 0x1000);
+    remote_find_msix(&r, &bir, &table_offset, &entries);
+    g_test_message("BAR0: 0x%" PRIx64 " bytes; MSI-X: %u vectors at 0x%x of "
+                   "BAR%u", bar_size, entries, table_offset, bir);
+
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(hints.nr_hints, >, 0);
+    g_assert_cmpuint(hints.shadow_size, >, 0);
+    for (uint32_t i = 0; i < hints.nr_hints; i++) {
+        h = &hints.hint[i];
+
+        /* every hint lies inside BAR0, the nvme's one BAR */
+        g_assert_cmpuint(h->region, ==, 0);
+        g_assert_cmpuint(h->size, >, 0);
+        g_assert_cmpuint(h->offset, <, bar_size);
+        g_assert_cmpuint(h->size, <=, bar_size - h->offset);
+        g_assert_true(h->kind == MPQEMU_HINT_SYNC_WRITE ||
+                      h->kind == MPQEMU_HINT_SHADOW);
+        if (h->kind == MPQEMU_HINT_SHADOW) {
+            /* and every shadowed range has its own room in the shadow */
+            g_assert_true(h->width == 1 || h->width == 2 || h->width == 4 ||
+                          h->width == 8);
+            g_assert_cmpuint(h->offset % h->width, ==, 0);
+            g_assert_cmpuint(h->shadow_offset % 8, ==, 0);
+            g_assert_cmpuint(h->shadow_offset + h->size, <=,
+                             hints.shadow_size);
+            for (uint32_t j = 0; j < i; j++) {
+                const MPQemuAccessHint *o = &hints.hint[j];
+
+                g_assert_true(o->kind != MPQEMU_HINT_SHADOW ||
+                              o->shadow_offset >= h->shadow_offset + h->size ||
+                              h->shadow_offset >= o->shadow_offset + o->size);
+            }
+        }
+    }
+
+    /* writes to the MSI-X table wait for the device */
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE, bir,
+                               table_offset,
+                               table_offset + entries * PCI_MSIX_ENTRY_SIZE));
+    /* so do the interrupt mask registers */
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE, 0,
+                               NVME_REG_INTMS, NVME_REG_INTMS + 8));
+    /* the version register is read from the shadow */
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SHADOW, 0, NVME_REG_VS,
+                               NVME_REG_VS + 4));
+    /* the doorbells are not: reads there are not the device's registers */
+    g_assert_null(find_hint(&hints, MPQEMU_HINT_SHADOW, 0, 0x1000, 0x1004));
+
+    /* posted writes alone: synchronous ranges, nothing shadowed */
+    remote_reconnect(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
+                                              MPQEMU_FEATURE_POSTED_WRITES),
+                    ==, MPQEMU_FEATURE_RING | MPQEMU_FEATURE_POSTED_WRITES);
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SHADOW), ==, 0);
+    g_assert_cmpuint(hints.shadow_size, ==, 0);
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE, bir,
+                               table_offset,
+                               table_offset + entries * PCI_MSIX_ENTRY_SIZE));
+
+    /* the shadow alone: shadowed ranges, nothing synchronous */
+    remote_reconnect(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
+                                              MPQEMU_FEATURE_SHADOW),
+                    ==, MPQEMU_FEATURE_RING | MPQEMU_FEATURE_SHADOW);
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SYNC_WRITE), ==, 0);
+    g_assert_cmpuint(hints.shadow_size, >, 0);
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SHADOW, 0, NVME_REG_VS,
+                               NVME_REG_VS + 4));
+
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/* The value the batch test writes with the @i-th write of round @round */
+static uint32_t batch_value(int round, int i)
+{
+    return 0xa5000000u | (round << 16) | (i << 4) | 0x5;
+}
+
+static uint64_t lsi_scratch(int k)
+{
+    return k ? LSI_REG_SCRATCHB + 4 * (k - 1) : LSI_REG_SCRATCHA;
+}
+
+/*
+ * (22) a batch: many posted writes and a read, handed over with one kick,
+ * are all served, in order; refused posted writes are counted
+ */
+static void test_remote_ring_batch(void)
+{
+    const int writes = 40;
+    Remote r;
+    TestRing t;
+    uint32_t expect[LSI_NR_SCRATCH] = { 0 };
+    uint32_t first;
+    MPQemuRingEntry *e;
+
+    remote_start_named(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
+                                              MPQEMU_FEATURE_POSTED_WRITES),
+                    ==, MPQEMU_FEATURE_RING | MPQEMU_FEATURE_POSTED_WRITES);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    remote_ring_setup(&r, &t);
+
+    /* two rounds: the second one wraps around the end of the ring */
+    for (int round = 0; round < 2; round++) {
+        g_assert_true(ring_wait_asleep(&t, IO_TIMEOUT_MS));
+        first = t.seq + 1;
+        for (int i = 0; i < writes; i++) {
+            int k = i % LSI_NR_SCRATCH;
+
+            ring_put(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 4,
+                     MPQEMU_RING_POSTED, lsi_scratch(k),
+                     batch_value(round, i));
+            expect[k] = batch_value(round, i);
+        }
+        /* SCRATCHA was written three times: the read sees the last one */
+        ring_put(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4, 0,
+                 LSI_REG_SCRATCHA, 0);
+        ring_publish_wait(&t);
+
+        g_assert_cmpuint(qatomic_read(&t.ring->resp_seq), ==,
+                         first + writes);
+        for (uint32_t seq = first; seq != t.seq + 1; seq++) {
+            g_assert_cmpint(qatomic_read(&ring_entry(&t, seq)->status), ==,
+                            0);
+        }
+        e = ring_entry(&t, t.seq);
+        g_assert_cmphex(qatomic_read(&e->value), ==, expect[0]);
+        g_assert_cmphex(expect[0], ==, batch_value(round, 36));
+        g_assert_cmpuint(qatomic_read(&e->notify_seq), ==, 0);
+        g_assert_cmpuint(qatomic_read(&t.ring->posted_errors), ==, 0);
+
+        /* every write landed, and each register holds the last one */
+        for (int k = 0; k < LSI_NR_SCRATCH; k++) {
+            g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, lsi_scratch(k),
+                                      4), ==, expect[k]);
+        }
+        g_assert_cmphex(remote_bar_read(&r, LSI_MMIO_REGION,
+                                        lsi_scratch(LSI_NR_SCRATCH - 1), 4),
+                        ==, expect[LSI_NR_SCRATCH - 1]);
+    }
+    g_assert_cmpuint(t.seq, >, MPQEMU_RING_ENTRIES);
+
+    /* a posted write the remote refuses is counted, and fails alone */
+    ring_put(&t, MPQEMU_CMD_BAR_WRITE, 9, 4, MPQEMU_RING_POSTED,
+             LSI_REG_SCRATCHA, 0xbad1);
+    ring_put(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 4, MPQEMU_RING_POSTED,
+             lsi_scratch(1), 0x600d0001);
+    ring_put(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4, 0,
+             LSI_REG_SCRATCHA, 0);
+    ring_publish_wait(&t);
+    g_assert_cmpint(qatomic_read(&ring_entry(&t, t.seq - 2)->status), <, 0);
+    g_assert_cmpint(qatomic_read(&ring_entry(&t, t.seq - 1)->status), ==, 0);
+    g_assert_cmphex(qatomic_read(&ring_entry(&t, t.seq)->value), ==,
+                    expect[0]);
+    g_assert_cmpuint(qatomic_read(&t.ring->posted_errors), ==, 1);
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, lsi_scratch(1), 4), ==,
+                    0x600d0001);
+
+    /* ... one by one, however they are bad */
+    ring_put(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 3, MPQEMU_RING_POSTED,
+             LSI_REG_SCRATCHA, 0xbad2);
+    ring_put(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 4, MPQEMU_RING_POSTED,
+             LSI_MMIO_SIZE, 0xbad3);
+    ring_publish_wait(&t);
+    g_assert_cmpuint(qatomic_read(&t.ring->posted_errors), ==, 3);
+    /* a refused write somebody waits for is answered, not counted */
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_WRITE, 9, 4,
+                                LSI_REG_SCRATCHA, 0xbad4, NULL, NULL), <, 0);
+    g_assert_cmpuint(qatomic_read(&t.ring->posted_errors), ==, 3);
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
+                    expect[0]);
+
+    /*
+     * A proxy that claims more requests than the ring holds: the remote
+     * serves them in later rounds (the entries over and over), and goes
+     * on working.
+     */
+    for (int i = 0; i < MPQEMU_RING_ENTRIES; i++) {
+        ring_put(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4, 0,
+                 LSI_REG_SCRATCHA, 0);
+    }
+    t.seq += 10 * MPQEMU_RING_ENTRIES;
+    ring_publish_wait(&t);
+    g_assert_cmphex(qatomic_read(&ring_entry(&t, t.seq)->value), ==,
+                    expect[0]);
+    g_assert_cmpuint(qatomic_read(&t.ring->posted_errors), ==, 3);
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, lsi_scratch(1), 4), ==,
+                    0x600d0001);
+    expect_quiet(&r);
+    remote_check_works(&r);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+}
+
+/* The copy in @t's shadow of the register at @offset, shadowed by @h */
+static uint64_t shadow_copy(TestRing *t, const MPQemuAccessHint *h,
+                            uint64_t offset, int size)
+{
+    g_assert_cmpuint(MPQEMU_RING_SIZE + h->shadow_offset + h->size, <=,
+                     t->map_size);
+    return ldn_le_p(mpqemu_ring_shadow(t->ring) + h->shadow_offset +
+                    (offset - h->offset), size);
+}
+
+/*
+ * (23) the shadow: RING_SETUP must leave room for it; a read of a shadowed
+ * register refreshes it, anything that may change the registers makes it
+ * stale
+ */
+static void test_remote_ring_shadow(void)
+{
+    const uint32_t aqa = 0x001f000f, cc = 0x00460000;
+    Remote r;
+    TestRing t, small;
+    MPQemuMsg req, reply;
+    MPQemuAccessHints hints;
+    const MPQemuAccessHint *vs_hint, *cap_hint, *aqa_hint, *cc_hint;
+    int fds[MPQEMU_RING_FDS];
+    size_t room;
+    uint64_t cap, vs;
+    uint32_t gen;
+    g_autofree char *msg = NULL;
+
+    remote_start_nvme(&r);
+    g_assert_cmphex(remote_hello_features(&r, HINT_FEATURES), ==,
+                    HINT_FEATURES);
+    remote_access_hints(&r, &hints);
+    vs_hint = find_hint(&hints, MPQEMU_HINT_SHADOW, 0, NVME_REG_VS,
+                        NVME_REG_VS + 4);
+    cap_hint = find_hint(&hints, MPQEMU_HINT_SHADOW, 0, NVME_REG_CAP,
+                         NVME_REG_CAP + 8);
+    aqa_hint = find_hint(&hints, MPQEMU_HINT_SHADOW, 0, NVME_REG_AQA,
+                         NVME_REG_AQA + 4);
+    cc_hint = find_hint(&hints, MPQEMU_HINT_SHADOW, 0, NVME_REG_CC,
+                        NVME_REG_CC + 4);
+    g_assert_nonnull(vs_hint);
+    g_assert_nonnull(cc_hint);
+    g_assert_nonnull(cap_hint);
+    g_assert_nonnull(aqa_hint);
+    g_assert_cmpuint(hints.shadow_size, >, 0);
+
+    /* no room for the shadow: a ring page alone, or a byte short */
+    room = MPQEMU_RING_SIZE + ROUND_UP(hints.shadow_size,
+                                       qemu_real_host_page_size());
+    test_ring_init(&small, MPQEMU_RING_SIZE);
+    test_ring_init(&t, room);
+    fds[0] = small.mem_fd;
+    fds[1] = t.kick_fd;
+    fds[2] = t.done_fd;
+    msg = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
+    g_assert_nonnull(strstr(msg, "shadow"));
+    fds[0] = t.mem_fd;
+    g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3));
+    g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE +
+                                         hints.shadow_size - 1, fds, 3));
+    /* a size the memory does not have */
+    g_free(remote_ring_setup_refused(&r, room + 1, fds, 3));
+    remote_check_works(&r);
+
+    /* exactly the room it needs is enough */
+    init_ring_setup(&req, r.id++, MPQEMU_RING_SIZE + hints.shadow_size, fds,
+                    3);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+    g_assert_true(ring_wait_asleep(&t, IO_TIMEOUT_MS));
+
+    /* stale until a shadowed register is read */
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 1);
+    cap = remote_bar_read(&r, 0, NVME_REG_CAP, 8);
+    vs = remote_bar_read(&r, 0, NVME_REG_VS, 4);
+    g_test_message("CAP 0x%" PRIx64 ", VS 0x%" PRIx64, cap, vs);
+    g_assert_cmphex(vs, !=, 0);
+    g_assert_cmphex(cap, !=, 0);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 1);
+
+    /* a ring read of VS refreshes the copy, which then holds the registers */
+    g_assert_cmphex(ring_read(&t, 0, NVME_REG_VS, 4), ==, vs);
+    gen = qatomic_load_acquire(&t.ring->shadow_gen);
+    g_assert_cmpuint(gen & 1, ==, 0);
+    g_assert_cmphex(shadow_copy(&t, vs_hint, NVME_REG_VS, 4), ==, vs);
+    g_assert_cmphex(shadow_copy(&t, cap_hint, NVME_REG_CAP, 8), ==, cap);
+    g_assert_cmphex(shadow_copy(&t, aqa_hint, NVME_REG_AQA, 4), ==, 0);
+
+    /* another shadowed read leaves it as it is */
+    g_assert_cmphex(ring_read(&t, 0, NVME_REG_CAP, 8), ==, cap);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen), ==, gen);
+
+    /* a write makes it stale before it takes effect */
+    ring_write(&t, 0, NVME_REG_AQA, 4, aqa);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 1);
+    g_assert_true(mpqemu_seq_before(gen, qatomic_read(&t.ring->shadow_gen)));
+    /* the next shadowed read publishes the new value */
+    g_assert_cmphex(ring_read(&t, 0, NVME_REG_AQA, 4), ==, aqa);
+    gen = qatomic_load_acquire(&t.ring->shadow_gen);
+    g_assert_cmpuint(gen & 1, ==, 0);
+    g_assert_cmphex(shadow_copy(&t, aqa_hint, NVME_REG_AQA, 4), ==, aqa);
+    g_assert_cmphex(shadow_copy(&t, vs_hint, NVME_REG_VS, 4), ==, vs);
+
+    /* so does a posted write, here one of CC */
+    ring_put(&t, MPQEMU_CMD_BAR_WRITE, 0, 4, MPQEMU_RING_POSTED, NVME_REG_CC,
+             cc);
+    ring_publish_wait(&t);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 1);
+    g_assert_cmphex(ring_read(&t, 0, NVME_REG_VS, 4), ==, vs);
+    gen = qatomic_load_acquire(&t.ring->shadow_gen);
+    g_assert_cmpuint(gen & 1, ==, 0);
+    g_assert_cmphex(shadow_copy(&t, cc_hint, NVME_REG_CC, 4), ==, cc);
+
+    /* a read that is not shadowed may have side effects: stale again */
+    ring_read(&t, 0, NVME_REG_INTMS, 4);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 1);
+    g_assert_cmphex(ring_read(&t, 0, NVME_REG_VS, 4), ==, vs);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 0);
+
+    /* ... and so does a request on the socket, a reset (which clears CC) */
+    mpqemu_msg_init(&req, MPQEMU_CMD_RESET, 0, r.id++, 0);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 1);
+    g_assert_cmphex(ring_read(&t, 0, NVME_REG_CC, 4), ==, 0);
+    g_assert_cmpuint(qatomic_read(&t.ring->shadow_gen) & 1, ==, 0);
+    g_assert_cmphex(shadow_copy(&t, cc_hint, NVME_REG_CC, 4), ==, 0);
+    g_assert_cmpuint(qatomic_read(&t.ring->posted_errors), ==, 0);
+
+    remote_check_works(&r);
+    remote_stop(&r);
+    test_ring_free(&t);
+    test_ring_free(&small);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Proxy side: the test is the remote                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -1896,14 +2522,15 @@ typedef enum BadReply {
 #define FAKE_DEVICE         0x5678
 #define FAKE_IDLE_MS        20000
 
-/* How the fake remote answers the first BAR read put in the ring */
+/* How the fake remote serves the ring */
 typedef enum RingMode {
     RING_OFF,               /* no ring: the HELLO reply offers no feature */
     RING_ANSWER,            /* answer every request properly */
-    RING_SILENT,            /* never answer it */
+    RING_SILENT,            /* never answer the first read, nor what follows */
     RING_NOTIFY_MISSING,    /* announce a notification that never comes */
     RING_NOTIFY_LATE,       /* announce a SET_IRQ, then send it later */
     RING_HANGUP,            /* close the socket once the proxy sleeps */
+    RING_NEVER,             /* never serve anything: the ring fills up */
 } RingMode;
 
 /* How long RING_NOTIFY_LATE waits before sending the announced SET_IRQ */
@@ -1928,15 +2555,23 @@ typedef struct FakeRemote {
     uint64_t bar_size;      /* what DEVICE_INFO reports for BAR0 */
     int probe;              /* REPLY_WITH_FD: read end of the pipe */
     RingMode ring_mode;
+    uint64_t features;      /* what HELLO grants of what the proxy offers */
+    MPQemuAccessHints hints;    /* the ACCESS_HINTS reply, little-endian */
 
     /* owned by the thread */
     uint8_t config[256];
     uint64_t last_id;
-    MPQemuRing *ring;       /* mapped once RING_SETUP came */
     int kick_fd;
     int done_fd;
-    uint32_t ring_served;   /* the last request taken from the ring */
+    uint32_t ring_served;   /* the last request answered in the ring */
+    bool ring_stalled;      /* RING_SILENT: nothing more is answered */
     uint32_t notify_sent;   /* notifications sent on the socket */
+    uint32_t shadow_size;   /* what the ACCESS_HINTS reply declared */
+    int action_fd;          /* the test has a notification to send */
+
+    /* set by the thread before it answers RING_SETUP, then constant */
+    MPQemuRing *ring;       /* mapped once RING_SETUP came */
+    size_t ring_size;       /* the ring page and the shadow area */
 
     /* shared, under lock */
     GMutex lock;
@@ -1946,8 +2581,15 @@ typedef struct FakeRemote {
     unsigned int bar_writes;
     unsigned int ring_setups;
     unsigned int ring_reads;    /* the BAR reads that came through the ring */
+    unsigned int hint_requests;
+    uint64_t offered;       /* the features the proxy's HELLO offered */
+    GArray *ring_log;       /* MPQemuRingEntry: the requests served */
+    const MPQemuMsg *notify;    /* for the thread to send */
     bool done;              /* the connection is over */
     GString *errors;        /* what the fake did not expect */
+    int ring_delay_ms;      /* how long to wait before serving the ring */
+    bool ring_hold;         /* serve nothing before request ring_hold_seq */
+    uint32_t ring_hold_seq;
 } FakeRemote;
 
 static void G_GNUC_PRINTF(2, 3) fake_error(FakeRemote *f, const char *fmt,
@@ -2127,7 +2769,11 @@ static bool fake_bad_bar_read(FakeRemote *f, int fd, const MPQemuMsg *req,
 static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
                             MPQemuMsg *reply)
 {
-    struct stat st;
+    size_t expect = MPQEMU_RING_SIZE + ROUND_UP(f->shadow_size,
+                                                qemu_real_host_page_size());
+    uint32_t size = le32_to_cpu(req->u.ring_setup.size);
+    struct stat st = { 0 };
+    MPQemuRing *ring;
     void *map;
 
     if (f->ring_mode == RING_OFF || f->ring) {
@@ -2135,96 +2781,103 @@ static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
         mpqemu_msg_init_error(reply, req, -EPROTO, "no ring here");
         return;
     }
-    if (le32_to_cpu(req->u.ring_setup.size) != MPQEMU_RING_SIZE ||
-        fstat(req->fds[0], &st) < 0 || !S_ISREG(st.st_mode) ||
-        st.st_size != MPQEMU_RING_SIZE) {
+    /* the ring page and the room for the shadow the hints declared */
+    if (size != expect || fstat(req->fds[0], &st) < 0 ||
+        !S_ISREG(st.st_mode) || st.st_size != expect ||
+        !(fcntl(req->fds[0], F_GET_SEALS) & F_SEAL_SHRINK)) {
         fake_error(f, "RING_SETUP of %u bytes with a ring file of %" PRId64
-                   " bytes", le32_to_cpu(req->u.ring_setup.size),
-                   (int64_t)st.st_size);
+                   " bytes (expected %zu, sealed)", size,
+                   (int64_t)st.st_size, expect);
         mpqemu_msg_init_error(reply, req, -EINVAL, "bad ring");
         return;
     }
-    map = mmap(NULL, MPQEMU_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+    map = mmap(NULL, expect, PROT_READ | PROT_WRITE, MAP_SHARED,
                req->fds[0], 0);
     if (map == MAP_FAILED) {
         fake_error(f, "cannot map the ring: %s", strerror(errno));
         mpqemu_msg_init_error(reply, req, -EINVAL, "cannot map the ring");
         return;
     }
-    f->ring = map;
+    ring = map;
     f->kick_fd = dup(req->fds[1]);
     f->done_fd = dup(req->fds[2]);
     /* before the reply: the proxy may use the ring as soon as it has it */
-    f->ring_served = qatomic_load_acquire(&f->ring->req_seq);
+    f->ring_served = qatomic_load_acquire(&ring->req_seq);
     /* this remote always sleeps: the proxy kicks for every request */
-    qatomic_set(&f->ring->remote_sleeping, 1);
+    qatomic_set(&ring->remote_sleeping, 1);
+    /* the shadow is stale until a test fills it */
+    qatomic_set(&ring->shadow_gen, 1);
     g_mutex_lock(&f->lock);
+    f->ring = ring;
+    f->ring_size = expect;
     f->ring_setups++;
     g_mutex_unlock(&f->lock);
     mpqemu_msg_init_reply(reply, req, 0);
 }
 
-/* Answer request @seq in the ring */
+/* Answer request @seq in the ring, and everything before it */
 static void fake_ring_answer(FakeRemote *f, uint32_t seq, uint64_t value,
                              uint32_t notify_seq)
 {
     MPQemuRing *ring = f->ring;
+    MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
 
-    qatomic_set(&ring->result, value);
-    qatomic_set(&ring->status, 0);
-    qatomic_set(&ring->notify_seq, notify_seq);
+    qatomic_set(&e->value, value);
+    qatomic_set(&e->status, 0);
+    qatomic_set(&e->notify_seq, notify_seq);
     qatomic_store_release(&ring->resp_seq, seq);
+    f->ring_served = seq;
     smp_mb();
     if (qatomic_read(&ring->proxy_sleeping)) {
         eventfd_write(f->done_fd, 1);
     }
 }
 
-/* The proxy kicked: serve what is in the ring; false: stop serving */
-static bool fake_serve_ring(FakeRemote *f, int fd)
+/* Serve request @seq of the ring as the test asked; false: stop serving */
+static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
 {
     MPQemuRing *ring = f->ring;
-    uint32_t seq = qatomic_load_acquire(&ring->req_seq);
-    uint32_t cmd = qatomic_read(&ring->cmd);
-    uint32_t region = qatomic_read(&ring->region);
-    uint32_t size = qatomic_read(&ring->size);
-    uint64_t offset = qatomic_read(&ring->offset);
-    uint64_t value = fake_bar_value(offset);
+    MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
+    MPQemuRingEntry req = {
+        .cmd = qatomic_read(&e->cmd),
+        .region = qatomic_read(&e->region),
+        .size = qatomic_read(&e->size),
+        .flags = qatomic_read(&e->flags),
+        .offset = qatomic_read(&e->offset),
+        .value = qatomic_read(&e->value),
+    };
+    uint64_t value = fake_bar_value(req.offset);
     int64_t deadline;
     MPQemuMsg msg;
-    unsigned int nth;
+    unsigned int nth = 0;
 
-    if (seq == f->ring_served) {
-        return true;            /* nothing new */
+    if ((req.cmd != MPQEMU_CMD_BAR_READ && req.cmd != MPQEMU_CMD_BAR_WRITE) ||
+        req.region != 0 || !is_power_of_2(req.size) || req.size > 8 ||
+        req.offset > FAKE_BAR_SIZE - req.size ||
+        (req.flags & ~MPQEMU_RING_POSTED) ||
+        ((req.flags & MPQEMU_RING_POSTED) &&
+         req.cmd != MPQEMU_CMD_BAR_WRITE)) {
+        fake_error(f, "ring request %u: cmd %u of %u bytes at 0x%" PRIx64
+                   " of region %u, flags 0x%x", seq, req.cmd, req.size,
+                   req.offset, req.region, req.flags);
     }
-    if (seq != f->ring_served + 1) {
-        fake_error(f, "ring request %u after %u", seq, f->ring_served);
-    }
-    f->ring_served = seq;
-    if ((cmd != MPQEMU_CMD_BAR_READ && cmd != MPQEMU_CMD_BAR_WRITE) ||
-        region != 0 || size != 4 || offset > FAKE_BAR_SIZE - 4) {
-        fake_error(f, "ring request %u of %u bytes at 0x%" PRIx64
-                   " of region %u", cmd, size, offset, region);
-    }
-    if (cmd == MPQEMU_CMD_BAR_WRITE) {
-        g_mutex_lock(&f->lock);
-        f->bar_writes++;
-        g_mutex_unlock(&f->lock);
-        fake_ring_answer(f, seq, 0, f->notify_sent);
-        return true;
-    }
-
     g_mutex_lock(&f->lock);
-    nth = ++f->bar_reads;
-    f->ring_reads++;
+    g_array_append_val(f->ring_log, req);
+    if (req.cmd == MPQEMU_CMD_BAR_WRITE) {
+        f->bar_writes++;
+    } else {
+        nth = ++f->bar_reads;
+        f->ring_reads++;
+    }
     g_mutex_unlock(&f->lock);
-    if (nth > 1) {
+    if (req.cmd == MPQEMU_CMD_BAR_WRITE || nth > 1) {
         fake_ring_answer(f, seq, value, f->notify_sent);
         return true;
     }
 
     switch (f->ring_mode) {
     case RING_SILENT:
+        f->ring_stalled = true;
         return true;
     case RING_NOTIFY_MISSING:
         fake_ring_answer(f, seq, value, f->notify_sent + 1);
@@ -2252,9 +2905,46 @@ static bool fake_serve_ring(FakeRemote *f, int fd)
         fake_ring_answer(f, seq, value, f->notify_sent);
         return true;
     case RING_OFF:
+    case RING_NEVER:
         break;
     }
     g_assert_not_reached();
+}
+
+/* The proxy kicked: serve what is in the ring, in order; false: stop */
+static bool fake_serve_ring(FakeRemote *f, int fd)
+{
+    uint32_t seq, hold_seq;
+    bool hold;
+    int delay_ms;
+
+    if (f->ring_mode == RING_NEVER || f->ring_stalled) {
+        return true;
+    }
+    g_mutex_lock(&f->lock);
+    delay_ms = f->ring_delay_ms;
+    hold = f->ring_hold;
+    hold_seq = f->ring_hold_seq;
+    g_mutex_unlock(&f->lock);
+    if (delay_ms) {
+        g_usleep(delay_ms * 1000);
+    }
+    seq = qatomic_load_acquire(&f->ring->req_seq);
+    if (hold && mpqemu_seq_before(seq, hold_seq)) {
+        return true;            /* the next kick tells again */
+    }
+    if (mpqemu_seq_before(seq, f->ring_served) ||
+        seq - f->ring_served > MPQEMU_RING_ENTRIES) {
+        /* the proxy overwrote entries that were not served yet */
+        fake_error(f, "ring request %u after %u", seq, f->ring_served);
+        return false;
+    }
+    while (f->ring_served != seq && !f->ring_stalled) {
+        if (!fake_serve_entry(f, fd, f->ring_served + 1)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Serve one request; false: stop serving */
@@ -2262,6 +2952,7 @@ static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
 {
     MPQemuMsg reply;
     uint32_t off, len;
+    uint64_t offered;
     unsigned int nth;
 
     switch (req->hdr.cmd) {
@@ -2272,15 +2963,16 @@ static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
                                   f->hello_version);
             break;
         }
+        offered = le64_to_cpu(req->u.hello.features);
+        g_mutex_lock(&f->lock);
+        f->offered = offered;
+        g_mutex_unlock(&f->lock);
         mpqemu_msg_init_reply(&reply, req, sizeof(MPQemuHello));
         reply.u.hello.version = cpu_to_le32(f->hello_version);
-        if (f->ring_mode != RING_OFF) {
-            if (!(le64_to_cpu(req->u.hello.features) & MPQEMU_FEATURE_RING)) {
-                fake_error(f, "the proxy did not offer the ring");
-            }
-            reply.u.hello.features = cpu_to_le64(
-                le64_to_cpu(req->u.hello.features) & MPQEMU_FEATURE_RING);
+        if (f->ring_mode != RING_OFF && !(offered & MPQEMU_FEATURE_RING)) {
+            fake_error(f, "the proxy did not offer the ring");
         }
+        reply.u.hello.features = cpu_to_le64(offered & f->features);
         pstrcpy(reply.u.hello.devid, sizeof(reply.u.hello.devid), "fake0");
         break;
     case MPQEMU_CMD_DEVICE_INFO:
@@ -2314,8 +3006,9 @@ static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
         break;
     case MPQEMU_CMD_BAR_READ:
     case MPQEMU_CMD_BAR_WRITE:
-        if (req->u.bar.region != 0 || req->u.bar.size != 4 ||
-            le64_to_cpu(req->u.bar.offset) > FAKE_BAR_SIZE - 4) {
+        if (req->u.bar.region != 0 || !is_power_of_2(req->u.bar.size) ||
+            req->u.bar.size > 8 ||
+            le64_to_cpu(req->u.bar.offset) > FAKE_BAR_SIZE - req->u.bar.size) {
             fake_error(f, "BAR access of %u bytes at 0x%" PRIx64
                        " of region %u", req->u.bar.size,
                        le64_to_cpu(req->u.bar.offset), req->u.bar.region);
@@ -2341,6 +3034,18 @@ static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
     case MPQEMU_CMD_RESET:
         mpqemu_msg_init_reply(&reply, req, 0);
         break;
+    case MPQEMU_CMD_ACCESS_HINTS:
+        if (!(f->features & (MPQEMU_FEATURE_POSTED_WRITES |
+                             MPQEMU_FEATURE_SHADOW))) {
+            fake_error(f, "ACCESS_HINTS without a feature that has hints");
+        }
+        g_mutex_lock(&f->lock);
+        f->hint_requests++;
+        g_mutex_unlock(&f->lock);
+        mpqemu_msg_init_reply(&reply, req, sizeof(MPQemuAccessHints));
+        reply.u.hints = f->hints;
+        f->shadow_size = le32_to_cpu(f->hints.shadow_size);
+        break;
     case MPQEMU_CMD_RING_SETUP:
         fake_ring_setup(f, req, &reply);
         break;
@@ -2349,6 +3054,29 @@ static bool fake_serve(FakeRemote *f, int fd, const MPQemuMsg *req)
         return false;
     }
     return fake_send(f, fd, &reply);
+}
+
+/* The test has a notification for the proxy; false: stop serving */
+static bool fake_send_notification(FakeRemote *f, int fd)
+{
+    const MPQemuMsg *msg;
+    eventfd_t count;
+    bool sent = true;
+
+    eventfd_read(f->action_fd, &count);
+    g_mutex_lock(&f->lock);
+    msg = f->notify;
+    g_mutex_unlock(&f->lock);
+    if (!msg) {
+        return true;
+    }
+    sent = fake_send(f, fd, msg);
+    f->notify_sent += sent;
+    g_mutex_lock(&f->lock);
+    f->notify = NULL;
+    g_cond_broadcast(&f->cond);
+    g_mutex_unlock(&f->lock);
+    return sent;
 }
 
 static gpointer fake_remote_thread(gpointer opaque)
@@ -2371,18 +3099,22 @@ static gpointer fake_remote_thread(gpointer opaque)
         Error *err = NULL;
         bool more;
         int ret;
-        struct pollfd pfd[2] = {
+        struct pollfd pfd[3] = {
             { .fd = fd, .events = POLLIN },
             { .fd = f->ring ? f->kick_fd : -1, .events = POLLIN },
+            { .fd = f->action_fd, .events = POLLIN },
         };
 
-        /* the ring, once there is one, and the socket */
-        ret = poll(pfd, 2, FAKE_IDLE_MS);
+        /* the ring, once there is one, the socket, and the test */
+        ret = poll(pfd, 3, FAKE_IDLE_MS);
         if (ret < 0 && errno == EINTR) {
             continue;
         }
         if (ret <= 0) {
             fake_error(f, "nothing from the proxy for %d ms", FAKE_IDLE_MS);
+            break;
+        }
+        if (pfd[2].revents && !fake_send_notification(f, fd)) {
             break;
         }
         if (pfd[1].revents) {
@@ -2434,13 +3166,14 @@ out:
     if (fd >= 0) {
         close(fd);
     }
+    /* the ring stays mapped for the test to look at */
     if (f->ring) {
-        munmap(f->ring, MPQEMU_RING_SIZE);
         close(f->kick_fd);
         close(f->done_fd);
     }
     g_mutex_lock(&f->lock);
     f->done = true;
+    f->notify = NULL;
     g_cond_broadcast(&f->cond);
     g_mutex_unlock(&f->lock);
     return NULL;
@@ -2460,6 +3193,9 @@ static FakeRemote *fake_remote_new(BadReply bad, uint32_t hello_version,
     f->probe = -1;
     f->bar_size = FAKE_BAR_SIZE;
     f->errors = g_string_new("");
+    f->ring_log = g_array_new(false, false, sizeof(MPQemuRingEntry));
+    f->action_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    g_assert_cmpint(f->action_fd, >=, 0);
     g_mutex_init(&f->lock);
     g_cond_init(&f->cond);
 
@@ -2478,6 +3214,57 @@ static FakeRemote *fake_remote_new(BadReply bad, uint32_t hello_version,
                          sizeof(addr)), ==, 0);
     g_assert_cmpint(listen(f->listen_fd, 1), ==, 0);
     return f;
+}
+
+/* A fake remote with a ring, granting @features of what the proxy offers */
+static FakeRemote *fake_ring_new(RingMode mode, uint64_t features)
+{
+    FakeRemote *f = fake_remote_new(REPLY_OK, MPQEMU_VERSION, false);
+
+    f->ring_mode = mode;
+    f->features = features;
+    return f;
+}
+
+/* Add a hint to the fake's ACCESS_HINTS reply */
+static MPQemuAccessHint *fake_add_hint(FakeRemote *f, uint8_t kind,
+                                       uint8_t region, uint64_t offset,
+                                       uint32_t size)
+{
+    uint32_t n = le32_to_cpu(f->hints.nr_hints);
+    MPQemuAccessHint *h;
+
+    g_assert_cmpuint(n, <, MPQEMU_MAX_HINTS);
+    h = &f->hints.hint[n];
+    memset(h, 0, sizeof(*h));
+    h->kind = kind;
+    h->region = region;
+    h->offset = cpu_to_le64(offset);
+    h->size = cpu_to_le32(size);
+    f->hints.nr_hints = cpu_to_le32(n + 1);
+    return h;
+}
+
+/* A SHADOW hint of BAR0, with room for it in the shadow area */
+static MPQemuAccessHint *fake_add_shadow(FakeRemote *f, uint64_t offset,
+                                         uint32_t size,
+                                         uint32_t shadow_offset,
+                                         uint8_t width, uint8_t flags,
+                                         uint8_t min_size, uint8_t max_size)
+{
+    MPQemuAccessHint *h = fake_add_hint(f, MPQEMU_HINT_SHADOW, 0, offset,
+                                        size);
+    uint32_t end = shadow_offset + ROUND_UP(size, 8);
+
+    h->shadow_offset = cpu_to_le32(shadow_offset);
+    h->width = width;
+    h->flags = flags;
+    h->min_size = min_size;
+    h->max_size = max_size;
+    if (end > le32_to_cpu(f->hints.shadow_size)) {
+        f->hints.shadow_size = cpu_to_le32(end);
+    }
+    return h;
 }
 
 /* Serve the proxy that connects, from a thread of its own */
@@ -2501,6 +3288,31 @@ static bool fake_wait_done(FakeRemote *f, int ms)
     return done;
 }
 
+/*
+ * Have the fake send @msg, a notification, now, and wait until it did.
+ * The descriptors of @msg stay the caller's.
+ */
+static void fake_notify(FakeRemote *f, const MPQemuMsg *msg)
+{
+    int64_t deadline = g_get_monotonic_time() +
+                       IO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    bool pending;
+
+    g_mutex_lock(&f->lock);
+    g_assert_false(f->done);
+    f->notify = msg;
+    g_mutex_unlock(&f->lock);
+    g_assert_cmpint(eventfd_write(f->action_fd, 1), ==, 0);
+    g_mutex_lock(&f->lock);
+    while (f->notify && g_cond_wait_until(&f->cond, &f->lock, deadline)) {
+        /* woken up: check again */
+    }
+    pending = f->notify != NULL;
+    f->notify = NULL;
+    g_mutex_unlock(&f->lock);
+    g_assert_false(pending);
+}
+
 static unsigned int fake_bar_reads(FakeRemote *f)
 {
     unsigned int n;
@@ -2509,6 +3321,22 @@ static unsigned int fake_bar_reads(FakeRemote *f)
     n = f->bar_reads;
     g_mutex_unlock(&f->lock);
     return n;
+}
+
+/* The @i-th request the fake served in the ring, from the last if < 0 */
+static MPQemuRingEntry fake_ring_log(FakeRemote *f, int i)
+{
+    MPQemuRingEntry e;
+
+    g_mutex_lock(&f->lock);
+    if (i < 0) {
+        i += f->ring_log->len;
+    }
+    g_assert_cmpint(i, >=, 0);
+    g_assert_cmpint(i, <, f->ring_log->len);
+    e = g_array_index(f->ring_log, MPQemuRingEntry, i);
+    g_mutex_unlock(&f->lock);
+    return e;
 }
 
 /* Join the thread (the connection must be over) and check its findings */
@@ -2521,6 +3349,11 @@ static void fake_remote_free(FakeRemote *f)
     }
     g_assert_cmpuint(f->errors->len, ==, 0);
     g_string_free(f->errors, true);
+    if (f->ring) {
+        munmap(f->ring, f->ring_size);
+    }
+    g_array_free(f->ring_log, true);
+    close(f->action_fd);
     close(f->listen_fd);
     if (f->probe >= 0) {
         close(f->probe);
@@ -2543,6 +3376,16 @@ typedef struct ProxyTest {
 static unsigned int fake_counter(FakeRemote *f, unsigned int *counter)
 {
     unsigned int n;
+
+    g_mutex_lock(&f->lock);
+    n = *counter;
+    g_mutex_unlock(&f->lock);
+    return n;
+}
+
+static uint64_t fake_counter64(FakeRemote *f, uint64_t *counter)
+{
+    uint64_t n;
 
     g_mutex_lock(&f->lock);
     n = *counter;
@@ -2581,16 +3424,23 @@ static void proxy_test_start(ProxyTest *t, BadReply bad, const char *props)
                           props);
 }
 
-/* The same with a fake remote that takes the ring */
-static void proxy_test_start_ring(ProxyTest *t, RingMode mode,
-                                  const char *props)
+/* The same with a fake remote @f that takes the ring */
+static void proxy_test_start_ring_fake(ProxyTest *t, FakeRemote *f,
+                                       const char *props)
 {
-    FakeRemote *f = fake_remote_new(REPLY_OK, MPQEMU_VERSION, false);
-
-    f->ring_mode = mode;
     proxy_test_start_fake(t, f, props);
     /* the proxy set the ring up when it started */
     g_assert_cmpuint(fake_counter(f, &f->ring_setups), ==, 1);
+    g_assert_nonnull(f->ring);
+}
+
+/* ... which grants the ring alone */
+static void proxy_test_start_ring(ProxyTest *t, RingMode mode,
+                                  const char *props)
+{
+    proxy_test_start_ring_fake(t, fake_ring_new(mode, MPQEMU_FEATURE_RING),
+                               props);
+    g_assert_cmpuint(fake_counter(t->fake, &t->fake->hint_requests), ==, 0);
 }
 
 static void proxy_test_end(ProxyTest *t)
@@ -2602,18 +3452,29 @@ static void proxy_test_end(ProxyTest *t)
     fake_remote_free(t->fake);
 }
 
-/* The proxy is offline: all-ones everywhere, and nothing reaches the link */
-static void proxy_check_failed(ProxyTest *t)
+/*
+ * The proxy is offline: all-ones everywhere, nothing reaches the remote,
+ * and the main QEMU goes on
+ */
+static void proxy_check_offline(ProxyTest *t)
 {
     unsigned int reads = fake_bar_reads(t->fake);
+    unsigned int writes = fake_counter(t->fake, &t->fake->bar_writes);
 
-    g_assert_true(fake_wait_done(t->fake, IO_TIMEOUT_MS));
     g_assert_cmphex(qpci_io_readl(t->dev, t->bar, 0x10), ==, 0xffffffff);
     g_assert_cmphex(qpci_io_readl(t->dev, t->bar, 0x14), ==, 0xffffffff);
     g_assert_cmphex(qpci_config_readw(t->dev, PCI_VENDOR_ID), ==, 0xffff);
     qpci_io_writel(t->dev, t->bar, 0x18, 0x12345678);
     g_assert_cmpuint(fake_bar_reads(t->fake), ==, reads);
+    g_assert_cmpuint(fake_counter(t->fake, &t->fake->bar_writes), ==, writes);
     check_alive(t->qts);
+}
+
+/* ... and it closed the connection */
+static void proxy_check_failed(ProxyTest *t)
+{
+    g_assert_true(fake_wait_done(t->fake, IO_TIMEOUT_MS));
+    proxy_check_offline(t);
 }
 
 /* A well-behaved remote, to show that the fixture works */
@@ -2749,6 +3610,7 @@ static void test_proxy_silent(void)
 static void test_proxy_ring_healthy(void)
 {
     ProxyTest t;
+    MPQemuRingEntry entry;
     unsigned int requests;
 
     proxy_test_start_ring(&t, RING_ANSWER, "");
@@ -2761,6 +3623,14 @@ static void test_proxy_ring_healthy(void)
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 2);
     g_assert_cmpuint(fake_counter(t.fake, &t.fake->bar_writes), ==, 1);
     g_assert_cmpuint(fake_counter(t.fake, &t.fake->requests), ==, requests);
+    /* the proxy offered everything it knows; posting was not granted */
+    g_assert_cmphex(fake_counter64(t.fake, &t.fake->offered), ==,
+                    MPQEMU_FEATURES_KNOWN);
+    entry = fake_ring_log(t.fake, 1);
+    g_assert_cmpuint(entry.cmd, ==, MPQEMU_CMD_BAR_WRITE);
+    g_assert_cmphex(entry.offset, ==, 0x20);
+    g_assert_cmphex(entry.value, ==, 0x12345678);
+    g_assert_cmphex(entry.flags, ==, 0);
     /* config space still goes through the socket */
     g_assert_cmphex(qpci_config_readw(t.dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
     g_assert_cmpuint(fake_counter(t.fake, &t.fake->requests), >, requests);
@@ -2866,6 +3736,637 @@ static void test_proxy_ring_hangup(void)
     g_assert_cmpint(elapsed_ms, <, 1000);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
     proxy_check_failed(&t);
+    proxy_test_end(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Proxy side: doorbells, access hints, the shadow and posted writes         */
+/* ------------------------------------------------------------------------ */
+
+/* How long a slow fake remote waits before it serves what is in the ring */
+#define FAKE_SLOW_MS        300
+
+/* Where the doorbell cases put theirs */
+#define DOORBELL_OFFSET     0x100
+
+/*
+ * A BAR read the fake answers with every notification it sent so far: the
+ * proxy has taken them all by the time the read completes. Returns what
+ * the read gave.
+ */
+static uint32_t proxy_sync(ProxyTest *t)
+{
+    return qpci_io_readl(t->dev, t->bar, 0x40);
+}
+
+/* How many times @ev was signalled since the last call */
+static uint64_t eventfd_count(int ev)
+{
+    eventfd_t count = 0;
+
+    if (eventfd_read(ev, &count) < 0) {
+        g_assert_cmpint(errno, ==, EAGAIN);
+        return 0;
+    }
+    return count;
+}
+
+static int test_eventfd_new(void)
+{
+    int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+    g_assert_cmpint(ev, >=, 0);
+    return ev;
+}
+
+static uint32_t fake_req_seq(FakeRemote *f)
+{
+    return qatomic_load_acquire(&f->ring->req_seq);
+}
+
+static void init_ioeventfd(MPQemuMsg *m, uint8_t flags, uint8_t region,
+                           uint64_t offset, uint8_t size, uint64_t data,
+                           int fd)
+{
+    mpqemu_msg_init(m, MPQEMU_CMD_IOEVENTFD, 0, 0, sizeof(MPQemuIoeventfd));
+    m->u.ioeventfd.offset = cpu_to_le64(offset);
+    m->u.ioeventfd.data = cpu_to_le64(data);
+    m->u.ioeventfd.region = region;
+    m->u.ioeventfd.size = size;
+    m->u.ioeventfd.flags = flags;
+    if (fd >= 0) {
+        m->hdr.num_fds = 1;
+        m->fds[0] = fd;
+    }
+}
+
+/* Have the fake hand the proxy a doorbell, which the proxy must take */
+static void proxy_add_doorbell(ProxyTest *t, uint64_t offset, uint8_t size,
+                               bool match, uint64_t data, int ev)
+{
+    MPQemuMsg m;
+
+    init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD |
+                   (match ? MPQEMU_IOEVENTFD_DATAMATCH : 0), 0, offset, size,
+                   data, ev);
+    fake_notify(t->fake, &m);
+    g_assert_cmphex(proxy_sync(t), ==, fake_bar_value(0x40));
+}
+
+/*
+ * A doorbell: writes that match it signal the remote's eventfd directly,
+ * and nothing of them goes through the ring; other writes do
+ */
+static void test_proxy_ioeventfd_valid(void)
+{
+    const uint64_t features = MPQEMU_FEATURE_RING | MPQEMU_FEATURE_IOEVENTFD;
+    ProxyTest t;
+    MPQemuMsg m;
+    int ev = test_eventfd_new(), ev_match = test_eventfd_new();
+    unsigned int writes;
+    uint32_t seq;
+
+    proxy_test_start_ring_fake(&t, fake_ring_new(RING_ANSWER, features), "");
+    g_assert_cmphex(fake_counter64(t.fake, &t.fake->offered) & features, ==,
+                    features);
+    /* doorbells have no hints: the proxy does not ask for them */
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->hint_requests), ==, 0);
+
+    proxy_add_doorbell(&t, DOORBELL_OFFSET, 4, false, 0, ev);
+    writes = fake_counter(t.fake, &t.fake->bar_writes);
+    seq = fake_req_seq(t.fake);
+    qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET, 0x1234);
+    g_assert_cmpuint(eventfd_count(ev), ==, 1);
+    for (int i = 0; i < 3; i++) {
+        qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET, i);
+    }
+    g_assert_cmpuint(eventfd_count(ev), ==, 3);
+    g_assert_cmpuint(fake_req_seq(t.fake), ==, seq);
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->bar_writes), ==, writes);
+
+    /* next to it, or of another size: a register write like any other */
+    qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET + 4, 0x5678);
+    qpci_io_writew(t.dev, t.bar, DOORBELL_OFFSET, 0x9abc);
+    g_assert_cmpuint(eventfd_count(ev), ==, 0);
+    g_assert_cmpuint(fake_req_seq(t.fake), ==, seq + 2);
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->bar_writes), ==,
+                     writes + 2);
+    g_assert_cmphex(fake_ring_log(t.fake, -1).size, ==, 2);
+    g_assert_cmphex(fake_ring_log(t.fake, -1).value, ==, 0x9abc);
+
+    /* a doorbell for one value only */
+    proxy_add_doorbell(&t, 0x200, 4, true, 7, ev_match);
+    seq = fake_req_seq(t.fake);
+    qpci_io_writel(t.dev, t.bar, 0x200, 7);
+    g_assert_cmpuint(eventfd_count(ev_match), ==, 1);
+    g_assert_cmpuint(fake_req_seq(t.fake), ==, seq);
+    qpci_io_writel(t.dev, t.bar, 0x200, 8);
+    g_assert_cmpuint(eventfd_count(ev_match), ==, 0);
+    g_assert_cmpuint(fake_req_seq(t.fake), ==, seq + 1);
+    g_assert_cmphex(fake_ring_log(t.fake, -1).value, ==, 8);
+
+    /* removed: the writes go to the ring again */
+    init_ioeventfd(&m, 0, 0, DOORBELL_OFFSET, 4, 0, -1);
+    fake_notify(t.fake, &m);
+    g_assert_cmphex(proxy_sync(&t), ==, fake_bar_value(0x40));
+    seq = fake_req_seq(t.fake);
+    qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET, 0x4321);
+    g_assert_cmpuint(eventfd_count(ev), ==, 0);
+    g_assert_cmpuint(fake_req_seq(t.fake), ==, seq + 1);
+    g_assert_cmphex(fake_ring_log(t.fake, -1).offset, ==, DOORBELL_OFFSET);
+    /* ... and the other one is still there */
+    qpci_io_writel(t.dev, t.bar, 0x200, 7);
+    g_assert_cmpuint(eventfd_count(ev_match), ==, 1);
+
+    g_assert_cmphex(qpci_config_readw(t.dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+    close(ev);
+    close(ev_match);
+}
+
+/* The doorbells a remote must not hand out */
+typedef enum BadDoorbell {
+    DOORBELL_NOT_EVENTFD,
+    DOORBELL_OUTSIDE,
+    DOORBELL_NO_REGION,
+    DOORBELL_BAD_SIZE,
+    DOORBELL_OVERLAP,
+    DOORBELL_NOT_NEGOTIATED,
+    DOORBELL_UNKNOWN_REMOVAL,
+    DOORBELL_BAD_FLAGS,
+    DOORBELL_TOO_MANY,
+} BadDoorbell;
+
+/*
+ * A hostile doorbell: the proxy takes its device offline (and drops the
+ * doorbells it had), the main QEMU goes on
+ */
+static void test_proxy_ioeventfd_hostile(gconstpointer data)
+{
+    BadDoorbell bad = GPOINTER_TO_INT(data);
+    uint64_t features = MPQEMU_FEATURE_RING | MPQEMU_FEATURE_IOEVENTFD;
+    ProxyTest t;
+    MPQemuMsg m;
+    int ev = test_eventfd_new(), other = test_eventfd_new();
+    int probe = -1, pipe_end = -1;
+    uint32_t value;
+
+    if (bad == DOORBELL_NOT_NEGOTIATED) {
+        features = MPQEMU_FEATURE_RING;
+    }
+    proxy_test_start_ring_fake(&t, fake_ring_new(RING_ANSWER, features), "");
+    if (bad == DOORBELL_OVERLAP || bad == DOORBELL_TOO_MANY) {
+        proxy_add_doorbell(&t, DOORBELL_OFFSET, 4, false, 0, ev);
+        qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET, 1);
+        g_assert_cmpuint(eventfd_count(ev), ==, 1);
+    }
+    if (bad == DOORBELL_TOO_MANY) {
+        /* as many as a device may have, all of them working */
+        for (int i = 1; i < MPQEMU_MAX_IOEVENTFDS; i++) {
+            init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0,
+                           DOORBELL_OFFSET + 4 * i, 4, 0, other);
+            fake_notify(t.fake, &m);
+        }
+        g_assert_cmphex(proxy_sync(&t), ==, fake_bar_value(0x40));
+        qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET, 1);
+        qpci_io_writel(t.dev, t.bar,
+                       DOORBELL_OFFSET + 4 * (MPQEMU_MAX_IOEVENTFDS - 1), 1);
+        g_assert_cmpuint(eventfd_count(ev), ==, 1);
+        g_assert_cmpuint(eventfd_count(other), ==, 1);
+    }
+
+    switch (bad) {
+    case DOORBELL_NOT_EVENTFD:
+        pipe_end = probe_fd_new(&probe);
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0, DOORBELL_OFFSET, 4, 0,
+                       pipe_end);
+        break;
+    case DOORBELL_OUTSIDE:
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0, FAKE_BAR_SIZE - 2, 4, 0,
+                       other);
+        break;
+    case DOORBELL_NO_REGION:
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 2, 0, 4, 0, other);
+        break;
+    case DOORBELL_BAD_SIZE:
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0, DOORBELL_OFFSET, 3, 0,
+                       other);
+        break;
+    case DOORBELL_OVERLAP:
+        /* KVM cannot tell it from the first one for a write of 5 */
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD | MPQEMU_IOEVENTFD_DATAMATCH,
+                       0, DOORBELL_OFFSET, 4, 5, other);
+        break;
+    case DOORBELL_NOT_NEGOTIATED:
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0, DOORBELL_OFFSET, 4, 0,
+                       other);
+        break;
+    case DOORBELL_UNKNOWN_REMOVAL:
+        init_ioeventfd(&m, 0, 0, DOORBELL_OFFSET, 4, 0, -1);
+        break;
+    case DOORBELL_BAD_FLAGS:
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD | 0x80, 0, DOORBELL_OFFSET, 4,
+                       0, other);
+        break;
+    case DOORBELL_TOO_MANY:
+        init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0, 0, 4, 0, other);
+        break;
+    }
+    fake_notify(t.fake, &m);
+    if (pipe_end >= 0) {
+        close(pipe_end);
+    }
+
+    /* the proxy may have failed before this read or after it */
+    value = proxy_sync(&t);
+    g_assert_true(value == fake_bar_value(0x40) || value == 0xffffffff);
+    proxy_check_offline(&t);
+    g_test_message("the proxy %s the connection",
+                   fake_wait_done(t.fake, 200) ? "closed" : "kept");
+
+    /* what the proxy refused, it did not keep */
+    if (probe >= 0) {
+        g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+    }
+    /* and its doorbells went with the device */
+    qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET, 2);
+    g_assert_cmpuint(eventfd_count(ev), ==, 0);
+    g_assert_cmpuint(eventfd_count(other), ==, 0);
+    proxy_test_end(&t);
+    close(ev);
+    close(other);
+}
+
+/* The access hints a remote must not declare */
+typedef enum BadHints {
+    HINTS_TOO_MANY,
+    HINTS_SHADOW_TOO_BIG,
+    HINTS_OUTSIDE,
+    HINTS_WRAP,
+    HINTS_NO_REGION,
+    HINTS_UNKNOWN_KIND,
+    HINTS_SHADOW_BEYOND_AREA,
+    HINTS_SHADOW_MISALIGNED,
+    HINTS_SHADOW_BAD_WIDTH,
+    HINTS_SHADOW_NOT_NEGOTIATED,
+    HINTS__MAX,
+} BadHints;
+
+static FakeRemote *fake_bad_hints_new(BadHints bad)
+{
+    uint64_t features = HINT_FEATURES;
+    FakeRemote *f;
+    MPQemuAccessHint *h;
+
+    if (bad == HINTS_SHADOW_NOT_NEGOTIATED) {
+        features &= ~MPQEMU_FEATURE_SHADOW;
+    }
+    f = fake_ring_new(RING_ANSWER, features);
+    /* a good hint first: one bad hint spoils them all */
+    fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, 0x80, 4);
+    switch (bad) {
+    case HINTS_TOO_MANY:
+        while (le32_to_cpu(f->hints.nr_hints) < MPQEMU_MAX_HINTS) {
+            fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, 0x80, 4);
+        }
+        f->hints.nr_hints = cpu_to_le32(MPQEMU_MAX_HINTS + 1);
+        break;
+    case HINTS_SHADOW_TOO_BIG:
+        f->hints.shadow_size = cpu_to_le32(MPQEMU_SHADOW_MAX + 1);
+        break;
+    case HINTS_OUTSIDE:
+        fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, FAKE_BAR_SIZE - 2, 4);
+        break;
+    case HINTS_WRAP:
+        fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, UINT64_MAX - 1, 4);
+        break;
+    case HINTS_NO_REGION:
+        fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 1, 0, 4);
+        break;
+    case HINTS_UNKNOWN_KIND:
+        fake_add_hint(f, 3, 0, 0, 4);
+        break;
+    case HINTS_SHADOW_BEYOND_AREA:
+        h = fake_add_shadow(f, 0x200, 16, 0, 4, 0, 0, 0);
+        h->shadow_offset = cpu_to_le32(8);
+        break;
+    case HINTS_SHADOW_MISALIGNED:
+        fake_add_shadow(f, 0x202, 16, 0, 4, 0, 0, 0);
+        break;
+    case HINTS_SHADOW_BAD_WIDTH:
+        fake_add_shadow(f, 0x200, 16, 0, 3, 0, 0, 0);
+        break;
+    case HINTS_SHADOW_NOT_NEGOTIATED:
+        fake_add_shadow(f, 0x200, 16, 0, 4, 0, 0, 0);
+        break;
+    case HINTS__MAX:
+        g_assert_not_reached();
+    }
+    return f;
+}
+
+/* device_add of a proxy that talks to @f; returns the error, if any */
+static char *proxy_device_add(QTestState *qts, const char *id, FakeRemote *f)
+{
+    QDict *resp;
+    char *err = NULL;
+
+    fake_remote_start(f);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': {"
+                     "'driver': 'x-pci-proxy-dev', 'id': %s, "
+                     "'addr': '04.0', 'socket': %s}}", id, f->path);
+    g_assert_nonnull(resp);
+    if (qdict_haskey(resp, "error")) {
+        err = g_strdup(qdict_get_str(qdict_get_qdict(resp, "error"),
+                                     "desc"));
+    } else {
+        g_assert_true(qdict_haskey(resp, "return"));
+    }
+    qobject_unref(resp);
+    return err;
+}
+
+/*
+ * Access hints that do not fit the device: the proxy refuses to start,
+ * says why, and the main QEMU goes on (and takes a good proxy later)
+ */
+static void test_proxy_hints_hostile(void)
+{
+    QTestState *qts;
+    FakeRemote *f;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    g_autofree char *err = NULL;
+
+    qts = qtest_init("-machine pc "
+                     "-object memory-backend-memfd,id=mem,size=64M "
+                     "-machine memory-backend=mem -m 64");
+    for (int bad = 0; bad < HINTS__MAX; bad++) {
+        g_autofree char *id = g_strdup_printf("bad%d", bad);
+        g_autofree char *msg = NULL;
+
+        f = fake_bad_hints_new(bad);
+        msg = proxy_device_add(qts, id, f);
+        g_test_message("case %d: %s", bad, msg);
+        g_assert_nonnull(msg);
+        g_assert_nonnull(strstr(msg, "access hint"));
+        /* it went no further, and hung up */
+        g_assert_true(fake_wait_done(f, IO_TIMEOUT_MS));
+        g_assert_cmpuint(fake_counter(f, &f->hint_requests), ==, 1);
+        g_assert_cmpuint(fake_counter(f, &f->ring_setups), ==, 0);
+        fake_remote_free(f);
+        check_alive(qts);
+    }
+
+    /* the slot and the id are still free for a proxy whose hints are fine */
+    f = fake_ring_new(RING_ANSWER, HINT_FEATURES);
+    fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, 0x80, 4);
+    fake_add_shadow(f, 0x200, 16, 0, 4, 0, 0, 0);
+    err = proxy_device_add(qts, "bad0", f);
+    g_assert_null(err);
+    g_assert_cmpuint(fake_counter(f, &f->ring_setups), ==, 1);
+    bus = qpci_new_pc(qts, NULL);
+    dev = qpci_device_find(bus, QPCI_DEVFN(4, 0));
+    g_assert_nonnull(dev);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
+    g_free(dev);
+    qpci_free_pc(bus);
+    check_alive(qts);
+    qtest_quit(qts);
+    fake_remote_free(f);
+}
+
+/*
+ * Shadowed registers are read from the copy the remote keeps, when it is
+ * current (shadow_gen even) and nothing is left in the ring; else from the
+ * device
+ */
+static void test_proxy_shadow_read(void)
+{
+    const uint32_t dword = 0xcafef00d;
+    const uint64_t qword = 0x1122334455667788ULL;
+    ProxyTest t;
+    FakeRemote *f;
+    MPQemuRing *ring;
+    MPQemuRingEntry entry;
+    uint8_t *shadow;
+    unsigned int reads;
+    uint32_t seq;
+
+    f = fake_ring_new(RING_ANSWER, HINT_FEATURES);
+    /* dwords at 0x200-0x20f, and 0x300-0x307 as memory */
+    fake_add_shadow(f, 0x200, 0x10, 0, 4, 0, 0, 0);
+    fake_add_shadow(f, 0x300, 8, 16, 8, MPQEMU_SHADOW_BYTES, 1, 8);
+    g_assert_cmpuint(le32_to_cpu(f->hints.shadow_size), ==, 24);
+    proxy_test_start_ring_fake(&t, f, "");
+    g_assert_cmpuint(fake_counter(f, &f->hint_requests), ==, 1);
+    g_assert_cmpuint(f->ring_size, ==,
+                     MPQEMU_RING_SIZE + qemu_real_host_page_size());
+    ring = f->ring;
+    shadow = mpqemu_ring_shadow(ring);
+
+    /* a stale copy is not used */
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x204), ==,
+                    fake_bar_value(0x204));
+    g_assert_cmpuint(fake_counter(f, &f->ring_reads), ==, 1);
+
+    /* the remote publishes the registers */
+    stl_le_p(shadow + 4, dword);
+    stq_le_p(shadow + 16, qword);
+    /* the copy before the generation that says it is current */
+    smp_wmb();
+    qatomic_store_release(&ring->shadow_gen, 2);
+    seq = fake_req_seq(f);
+    reads = fake_counter(f, &f->ring_reads);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x204), ==, dword);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x200), ==, 0);
+    g_assert_cmphex(qpci_io_readb(t.dev, t.bar, 0x301), ==, 0x77);
+    g_assert_cmphex(qpci_io_readw(t.dev, t.bar, 0x302), ==, 0x5566);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x304), ==, 0x11223344);
+    g_assert_cmphex(qpci_io_readq(t.dev, t.bar, 0x300), ==, qword);
+    /* none of this went to the remote */
+    g_assert_cmpuint(fake_req_seq(f), ==, seq);
+    g_assert_cmpuint(fake_counter(f, &f->ring_reads), ==, reads);
+
+    /* not the width the copy holds, or outside it: from the device */
+    g_assert_cmphex(qpci_io_readw(t.dev, t.bar, 0x204), ==,
+                    fake_bar_value(0x204) & 0xffff);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x210), ==,
+                    fake_bar_value(0x210));
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x2fc), ==,
+                    fake_bar_value(0x2fc));
+    g_assert_cmpuint(fake_req_seq(f), ==, seq + 3);
+
+    /* stale again: from the device; current again: from the copy */
+    qatomic_store_release(&ring->shadow_gen, 3);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x204), ==,
+                    fake_bar_value(0x204));
+    g_assert_cmpuint(fake_req_seq(f), ==, seq + 4);
+    qatomic_store_release(&ring->shadow_gen, 4);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x204), ==, dword);
+    g_assert_cmpuint(fake_req_seq(f), ==, seq + 4);
+
+    /*
+     * A posted write the remote has not served yet may change the
+     * registers: the read after it goes to the device, behind it. The
+     * fake serves neither before the read is in the ring too.
+     */
+    g_mutex_lock(&f->lock);
+    f->ring_hold = true;
+    f->ring_hold_seq = seq + 6;
+    g_mutex_unlock(&f->lock);
+    qpci_io_writel(t.dev, t.bar, 0x208, 0x55);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x204), ==,
+                    fake_bar_value(0x204));
+    g_assert_cmpuint(fake_req_seq(f), ==, seq + 6);
+    entry = fake_ring_log(f, -2);
+    g_assert_cmpuint(entry.cmd, ==, MPQEMU_CMD_BAR_WRITE);
+    g_assert_cmphex(entry.flags, ==, MPQEMU_RING_POSTED);
+    entry = fake_ring_log(f, -1);
+    g_assert_cmpuint(entry.cmd, ==, MPQEMU_CMD_BAR_READ);
+    g_assert_cmphex(entry.offset, ==, 0x204);
+
+    g_assert_false(fake_wait_done(f, 0));
+    proxy_test_end(&t);
+}
+
+/* Time one 32-bit write to the proxy's BAR */
+static int64_t proxy_timed_write(ProxyTest *t, uint64_t offset,
+                                 uint32_t value)
+{
+    int64_t start = g_get_monotonic_time();
+    int64_t elapsed_ms;
+
+    qpci_io_writel(t->dev, t->bar, offset, value);
+    elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+    g_test_message("the write at 0x%" PRIx64 " took %" PRId64 " ms", offset,
+                   elapsed_ms);
+    return elapsed_ms;
+}
+
+/*
+ * Posted writes do not wait: a remote that never serves the ring still
+ * takes a ring's worth of them at once. The next one waits for room, and
+ * the proxy gives up when its timeout expires.
+ */
+static void test_proxy_posted_ring_full(void)
+{
+    ProxyTest t;
+    FakeRemote *f;
+    MPQemuRing *ring;
+    int64_t start, elapsed_ms;
+
+    f = fake_ring_new(RING_NEVER, MPQEMU_FEATURE_RING |
+                      MPQEMU_FEATURE_POSTED_WRITES);
+    proxy_test_start_ring_fake(&t, f, ",timeout=1000");
+    g_assert_cmpuint(fake_counter(f, &f->hint_requests), ==, 1);
+    ring = f->ring;
+
+    start = g_get_monotonic_time();
+    for (int i = 0; i < MPQEMU_RING_ENTRIES; i++) {
+        qpci_io_writel(t.dev, t.bar, i * 4, 0xc0de0000 | i);
+    }
+    elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+    g_test_message("%d posted writes took %" PRId64 " ms",
+                   MPQEMU_RING_ENTRIES, elapsed_ms);
+    /* had any of them waited, it would have waited out the timeout */
+    g_assert_cmpint(elapsed_ms, <, 900);
+    check_alive(t.qts);
+
+    /* all of them are in the ring, in order, posted */
+    g_assert_cmpuint(qatomic_load_acquire(&ring->req_seq), ==,
+                     MPQEMU_RING_ENTRIES);
+    g_assert_cmpuint(qatomic_read(&ring->resp_seq), ==, 0);
+    for (uint32_t seq = 1; seq <= MPQEMU_RING_ENTRIES; seq++) {
+        MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
+
+        g_assert_cmpuint(e->cmd, ==, MPQEMU_CMD_BAR_WRITE);
+        g_assert_cmpuint(e->region, ==, 0);
+        g_assert_cmpuint(e->size, ==, 4);
+        g_assert_cmphex(e->flags, ==, MPQEMU_RING_POSTED);
+        g_assert_cmphex(e->offset, ==, (seq - 1) * 4);
+        g_assert_cmphex(e->value, ==, 0xc0de0000 | (seq - 1));
+    }
+
+    /* no room for one more: it waits, in vain */
+    elapsed_ms = proxy_timed_write(&t, 0x200, 0xdead);
+    g_assert_cmpint(elapsed_ms, >=, 950);
+    g_assert_cmpint(elapsed_ms, <, 3000);
+    g_assert_cmpuint(qatomic_load_acquire(&ring->req_seq), ==,
+                     MPQEMU_RING_ENTRIES);
+    g_assert_cmphex(ring->entry[1].value, ==, 0xc0de0000);
+    proxy_check_failed(&t);
+    g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, 0);
+    proxy_test_end(&t);
+}
+
+static void fake_set_irq(ProxyTest *t, uint32_t level)
+{
+    MPQemuMsg m;
+
+    mpqemu_msg_init(&m, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+    m.u.set_irq.level = cpu_to_le32(level);
+    fake_notify(t->fake, &m);
+    g_assert_cmphex(proxy_sync(t), ==, fake_bar_value(0x40));
+}
+
+/*
+ * Writes the remote keeps synchronous wait for the answer, and so do all
+ * writes while the device holds its interrupt line up; the others do not
+ */
+static void test_proxy_posted_sync_write(void)
+{
+    ProxyTest t;
+    FakeRemote *f;
+    MPQemuRingEntry entry;
+    int64_t elapsed_ms;
+    unsigned int n;
+
+    f = fake_ring_new(RING_ANSWER, MPQEMU_FEATURE_RING |
+                      MPQEMU_FEATURE_POSTED_WRITES);
+    fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, 0x80, 4);
+    f->ring_delay_ms = FAKE_SLOW_MS;
+    proxy_test_start_ring_fake(&t, f, "");
+
+    /* the hinted register: answered, and only then done */
+    elapsed_ms = proxy_timed_write(&t, 0x80, 0x5a);
+    g_assert_cmpint(elapsed_ms, >=, FAKE_SLOW_MS - 20);
+    entry = fake_ring_log(f, -1);
+    g_assert_cmphex(entry.offset, ==, 0x80);
+    g_assert_cmphex(entry.value, ==, 0x5a);
+    g_assert_cmphex(entry.flags, ==, 0);
+    n = fake_counter(f, &f->bar_writes);
+
+    /* the register next to it: posted */
+    elapsed_ms = proxy_timed_write(&t, 0x84, 0x5b);
+    g_assert_cmpint(elapsed_ms, <, FAKE_SLOW_MS / 2);
+    g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, n);
+
+    /* INTx up: every write waits */
+    fake_set_irq(&t, 1);
+    entry = fake_ring_log(f, -2);
+    g_assert_cmphex(entry.offset, ==, 0x84);
+    g_assert_cmphex(entry.flags, ==, MPQEMU_RING_POSTED);
+    elapsed_ms = proxy_timed_write(&t, 0x88, 0x5c);
+    g_assert_cmpint(elapsed_ms, >=, FAKE_SLOW_MS - 20);
+    entry = fake_ring_log(f, -1);
+    g_assert_cmphex(entry.offset, ==, 0x88);
+    g_assert_cmphex(entry.flags, ==, 0);
+
+    /* INTx down: posted again */
+    fake_set_irq(&t, 0);
+    elapsed_ms = proxy_timed_write(&t, 0x8c, 0x5d);
+    g_assert_cmpint(elapsed_ms, <, FAKE_SLOW_MS / 2);
+    /* a request on the socket waits for the ring to drain */
+    n = fake_counter(f, &f->bar_writes);
+    g_assert_cmphex(qpci_config_readw(t.dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
+    g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, n + 1);
+    entry = fake_ring_log(f, -1);
+    g_assert_cmphex(entry.offset, ==, 0x8c);
+    g_assert_cmphex(entry.flags, ==, MPQEMU_RING_POSTED);
+
+    g_assert_false(fake_wait_done(f, 0));
     proxy_test_end(&t);
 }
 
@@ -3018,6 +4519,20 @@ int main(int argc, char **argv)
         { "not-a-reply", REPLY_AS_REQUEST },
         { "bad-irq", REPLY_BAD_IRQ },
     };
+    static const struct {
+        const char *name;
+        BadDoorbell bad;
+    } bad_doorbells[] = {
+        { "not-eventfd", DOORBELL_NOT_EVENTFD },
+        { "outside", DOORBELL_OUTSIDE },
+        { "no-region", DOORBELL_NO_REGION },
+        { "bad-size", DOORBELL_BAD_SIZE },
+        { "overlap", DOORBELL_OVERLAP },
+        { "not-negotiated", DOORBELL_NOT_NEGOTIATED },
+        { "unknown-removal", DOORBELL_UNKNOWN_REMOVAL },
+        { "bad-flags", DOORBELL_BAD_FLAGS },
+        { "too-many", DOORBELL_TOO_MANY },
+    };
 
     g_test_init(&argc, &argv, NULL);
 
@@ -3059,6 +4574,14 @@ int main(int argc, char **argv)
                    test_remote_ring_shrunk);
     qtest_add_func("/mpqemu/protocol/remote/ring/not-eventfds",
                    test_remote_ring_not_eventfds);
+    qtest_add_func("/mpqemu/protocol/remote/ring/batch",
+                   test_remote_ring_batch);
+    qtest_add_func("/mpqemu/protocol/remote/ring/shadow",
+                   test_remote_ring_shadow);
+    qtest_add_func("/mpqemu/protocol/remote/hints/refused",
+                   test_remote_hints_refused);
+    qtest_add_func("/mpqemu/protocol/remote/hints/nvme",
+                   test_remote_hints_nvme);
 
     qtest_add_func("/mpqemu/protocol/proxy/healthy", test_proxy_healthy);
     for (int i = 0; i < ARRAY_SIZE(bad_replies); i++) {
@@ -3086,6 +4609,24 @@ int main(int argc, char **argv)
                    test_proxy_ring_notify_late);
     qtest_add_func("/mpqemu/protocol/proxy/ring/hangup",
                    test_proxy_ring_hangup);
+    qtest_add_func("/mpqemu/protocol/proxy/ioeventfd/valid",
+                   test_proxy_ioeventfd_valid);
+    for (int i = 0; i < ARRAY_SIZE(bad_doorbells); i++) {
+        g_autofree char *path =
+            g_strdup_printf("/mpqemu/protocol/proxy/ioeventfd/%s",
+                            bad_doorbells[i].name);
+
+        qtest_add_data_func(path, GINT_TO_POINTER(bad_doorbells[i].bad),
+                            test_proxy_ioeventfd_hostile);
+    }
+    qtest_add_func("/mpqemu/protocol/proxy/hints/hostile",
+                   test_proxy_hints_hostile);
+    qtest_add_func("/mpqemu/protocol/proxy/shadow/read",
+                   test_proxy_shadow_read);
+    qtest_add_func("/mpqemu/protocol/proxy/posted/ring-full",
+                   test_proxy_posted_ring_full);
+    qtest_add_func("/mpqemu/protocol/proxy/posted/sync-write",
+                   test_proxy_posted_sync_write);
 
     qtest_add_func("/mpqemu/protocol/startup/version-mismatch",
                    test_startup_version_mismatch);

@@ -1,0 +1,150 @@
+/*
+ * Access hints of the device models the remote machine knows: registers
+ * whose writes must stay synchronous, and registers that can be shadowed.
+ *
+ * A register may be shadowed only if reading it has no side effects and
+ * its value changes only when the device handles an access or before it
+ * sends a notification (an interrupt): the remote marks the copy stale at
+ * exactly those moments. Models not listed here get only the MSI-X hint:
+ * every read goes to the device, and other memory writes are posted.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "hw/pci/msix.h"
+#include "hw/virtio/virtio-pci.h"
+#include "standard-headers/linux/virtio_pci.h"
+#include "remote.h"
+
+typedef struct RemoteHintList {
+    MPQemuAccessHint *hint;
+    uint32_t nr;
+    uint32_t shadow_size;
+    bool sync;              /* posted writes were negotiated */
+    bool shadow;            /* the shadow was negotiated */
+} RemoteHintList;
+
+static void add_sync(RemoteHintList *l, uint8_t region, uint64_t offset,
+                     uint32_t size)
+{
+    if (!l->sync || l->nr == MPQEMU_MAX_HINTS) {
+        return;
+    }
+    l->hint[l->nr++] = (MPQemuAccessHint) {
+        .region = region, .kind = MPQEMU_HINT_SYNC_WRITE,
+        .offset = offset, .size = size,
+    };
+}
+
+/* @bytes: the range reads as memory, for accesses of @min to @max bytes */
+static void add_shadow(RemoteHintList *l, uint8_t region, uint64_t offset,
+                       uint32_t size, uint8_t width, bool bytes, uint8_t min,
+                       uint8_t max)
+{
+    if (!l->shadow || !size || l->nr == MPQEMU_MAX_HINTS ||
+        l->shadow_size + size > MPQEMU_SHADOW_MAX) {
+        return;
+    }
+    l->hint[l->nr++] = (MPQemuAccessHint) {
+        .region = region, .kind = MPQEMU_HINT_SHADOW,
+        .offset = offset, .size = size, .shadow_offset = l->shadow_size,
+        .width = width, .flags = bytes ? MPQEMU_SHADOW_BYTES : 0,
+        .min_size = bytes ? min : 0, .max_size = bytes ? max : 0,
+    };
+    l->shadow_size += ROUND_UP(size, 8);
+}
+
+/*
+ * NVMe (hw/nvme): the controller registers are a plain structure that reads
+ * return as memory. CAP, VS, CC and the admin queue registers change only
+ * when the guest writes them, or on reset. CSTS is not shadowed: the
+ * controller sets its fatal status bit on its own, without an interrupt.
+ * The interrupt mask registers stay synchronous: masking takes effect
+ * before the vCPU goes on.
+ */
+static void nvme_hints(PCIDevice *pdev, RemoteHintList *l)
+{
+    add_shadow(l, 0, 0x00, 0x0c, 4, true, 4, 8);      /* CAP, VS */
+    add_sync(l, 0, 0x0c, 0x08);                       /* INTMS, INTMC */
+    add_shadow(l, 0, 0x14, 0x04, 4, true, 4, 4);      /* CC */
+    add_shadow(l, 0, 0x24, 0x14, 4, true, 4, 8);      /* AQA, ASQ, ACQ */
+}
+
+/*
+ * virtio-pci, modern interface: the common configuration reads its fields
+ * from the transport's state, which only the guest's writes (feature and
+ * queue selectors included) change. Not shadowed: device_status and
+ * config_generation, and the device configuration, which the device may
+ * change on its own without any interrupt (virtio_error(), or a config
+ * change while the driver has no config vector); the ISR (read to clear)
+ * and the notification area. A status write (0 resets the device) stays
+ * synchronous.
+ */
+static void virtio_pci_hints(PCIDevice *pdev, RemoteHintList *l)
+{
+    VirtIOPCIProxy *proxy = VIRTIO_PCI(pdev);
+    uint8_t bar = proxy->modern_mem_bar_idx;
+    uint64_t common = proxy->common.offset;
+    static const struct {
+        uint32_t start, end;
+        uint8_t width;
+    } fields[] = {
+        /* feature selectors and features */
+        { VIRTIO_PCI_COMMON_DFSELECT, VIRTIO_PCI_COMMON_MSIX, 4 },
+        /* msix_config, num_queues */
+        { VIRTIO_PCI_COMMON_MSIX, VIRTIO_PCI_COMMON_STATUS, 2 },
+        /* queue_select to queue_notify_off */
+        { VIRTIO_PCI_COMMON_Q_SELECT, VIRTIO_PCI_COMMON_Q_DESCLO, 2 },
+        /* the queue's addresses */
+        { VIRTIO_PCI_COMMON_Q_DESCLO, VIRTIO_PCI_COMMON_Q_NDATA, 4 },
+        /* queue_notify_data, queue_reset, the admin queue fields */
+        { VIRTIO_PCI_COMMON_Q_NDATA, VIRTIO_PCI_COMMON_ADM_Q_NUM + 2, 2 },
+    };
+
+    if (!virtio_pci_modern(proxy) || bar >= PCI_ROM_SLOT) {
+        return;
+    }
+    add_sync(l, bar, common + VIRTIO_PCI_COMMON_STATUS, 1);
+    for (int i = 0; i < ARRAY_SIZE(fields); i++) {
+        add_shadow(l, bar, common + fields[i].start,
+                   fields[i].end - fields[i].start, fields[i].width, false,
+                   0, 0);
+    }
+}
+
+/*
+ * Any device with MSI-X: writes to the vector table stay synchronous, so
+ * that a message pending on a vector the guest unmasks is delivered before
+ * the vCPU goes on, as in-process.
+ */
+static void msix_hints(PCIDevice *pdev, RemoteHintList *l)
+{
+    uint32_t table;
+
+    if (!msix_present(pdev)) {
+        return;
+    }
+    table = pci_get_long(pdev->config + pdev->msix_cap + PCI_MSIX_TABLE);
+    add_sync(l, table & PCI_MSIX_FLAGS_BIRMASK,
+             table & ~PCI_MSIX_FLAGS_BIRMASK,
+             pdev->msix_entries_nr * PCI_MSIX_ENTRY_SIZE);
+}
+
+uint32_t remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
+                                 MPQemuAccessHint *hint,
+                                 uint32_t *shadow_size)
+{
+    RemoteHintList l = {
+        .hint = hint, .sync = sync, .shadow = shadow,
+    };
+
+    msix_hints(pdev, &l);
+    if (object_dynamic_cast(OBJECT(pdev), "nvme")) {
+        nvme_hints(pdev, &l);
+    } else if (object_dynamic_cast(OBJECT(pdev), TYPE_VIRTIO_PCI)) {
+        virtio_pci_hints(pdev, &l);
+    }
+    *shadow_size = l.shadow_size;
+    return l.nr;
+}
