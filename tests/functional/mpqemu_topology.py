@@ -380,3 +380,16 @@ def msix_enabled(config):
         return False, False, 0
     ctrl = config[pos + 2] | config[pos + 3] << 8
     return True, bool(ctrl & 0x8000), (ctrl & 0x7ff) + 1
+
+
+def start_or_fail(vm):
+    """Start vm (a Topology); on failure stop it and fail the test with its logs."""
+    import pytest   # only the tests need it, not the benchmark
+    try:
+        vm.start()
+    except Exception as exc:  # pylint: disable=broad-except
+        vm.close()
+        logs = vm.logs(tail=3000)
+        vm.cleanup()
+        pytest.fail(f"{vm.name}: the VM did not come up: {exc}\n{logs}", pytrace=False)
+    return vm

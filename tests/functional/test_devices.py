@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from mpqemu_topology import Remote, Topology, msix_enabled
+from mpqemu_topology import Remote, Topology, start_or_fail, msix_enabled
 from mpqemu_vm import MIB, file_sha256, make_disk
 
 DISK_MIB = 16
@@ -27,18 +27,6 @@ WRITE_MIB = 4
 
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def boot(vm):
-    """Start vm; on failure stop it and fail the test with its logs."""
-    try:
-        vm.start()
-    except Exception as exc:  # pylint: disable=broad-except
-        vm.close()
-        logs = vm.logs(tail=3000)
-        vm.cleanup()
-        pytest.fail(f"{vm.name}: the VM did not come up: {exc}\n{logs}", pytrace=False)
-    return vm
 
 
 def topology(mode, machine, transport, name, args, devid):
@@ -141,7 +129,7 @@ def disk_vm(request, tmp_path_factory):
     # A different pattern per configuration: no run can pass on another's data.
     data = make_disk(image, DISK_MIB, 0xd15c + BLOCK_CONFIGS.index(request.param))
     args = ["-drive", f"id=d1,file={image},format=raw,if=none", "-device", spec["device"]]
-    vm = boot(topology(mode, machine, transport, block_id(request.param), args, "blk1"))
+    vm = start_or_fail(topology(mode, machine, transport, block_id(request.param), args, "blk1"))
     vm.spec, vm.image, vm.host_data = spec, image, data
     yield vm
     vm.close()
@@ -302,7 +290,7 @@ def nic_vm(request):
     kind, machine, mode, transport = request.param
     spec = NIC_KINDS[kind]
     args = ["-netdev", "user,id=n1", "-device", spec["device"]]
-    vm = boot(topology(mode, machine, transport, nic_id(request.param), args, "net1"))
+    vm = start_or_fail(topology(mode, machine, transport, nic_id(request.param), args, "net1"))
     vm.spec = spec
     yield vm
     vm.close()

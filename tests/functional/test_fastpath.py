@@ -28,7 +28,7 @@ import re
 
 import pytest
 
-from mpqemu_topology import Remote, Topology
+from mpqemu_topology import Remote, Topology, start_or_fail
 from mpqemu_vm import MIB, file_sha256, make_disk
 
 DISK_MIB = 8
@@ -139,18 +139,6 @@ class FastPathVM(Topology):
         return self.disk_remote.child.output()
 
 
-def boot(vm):
-    """Start vm; on failure stop it and fail the test with its logs."""
-    try:
-        vm.start()
-    except Exception as exc:  # pylint: disable=broad-except
-        vm.close()
-        logs = vm.logs(tail=3000)
-        vm.cleanup()
-        pytest.fail(f"{vm.name}: the VM did not come up: {exc}\n{logs}", pytrace=False)
-    return vm
-
-
 def find_disk(vm, kind):
     """(bdf, block device name) of the proxied disk, waiting (bounded) for the disk."""
     bdfs = vm.pci_functions(*KINDS[kind]["pci"])
@@ -172,7 +160,7 @@ def fast_vm(request, tmp_path_factory):
     image = os.path.join(workdir, "disk.img")
     # A pattern of its own per configuration: no run can pass on another's data.
     data = make_disk(image, DISK_MIB, 0xfa57 + CONFIGS.index(request.param))
-    vm = boot(FastPathVM(request.param, image, workdir))
+    vm = start_or_fail(FastPathVM(request.param, image, workdir))
     vm.cfg, vm.image, vm.host_data = request.param, image, data
     try:
         vm.bdf, vm.disk = find_disk(vm, request.param[0])

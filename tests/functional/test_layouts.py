@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from mpqemu_topology import Remote, Topology
+from mpqemu_topology import Remote, Topology, start_or_fail
 from mpqemu_vm import LSI_VENDOR_DEVICE, MIB, make_disk
 
 DISK_MIB = 8
@@ -58,14 +58,8 @@ def layout_vm(request, tmp_path_factory):
         images[i] = os.path.join(workdir, f"disk{i}.img")
         seed = 0x1a70 + 16 * list(LAYOUTS).index(request.param) + i   # distinct per disk
         data[i] = make_disk(images[i], DISK_MIB, seed)
-    vm = Topology(make_remotes(images), mode="proxy", machine="pc", name=request.param)
-    try:
-        vm.start()
-    except Exception as exc:  # pylint: disable=broad-except
-        vm.close()
-        logs = vm.logs(tail=3000)
-        vm.cleanup()
-        pytest.fail(f"{request.param}: the VM did not come up: {exc}\n{logs}", pytrace=False)
+    vm = start_or_fail(Topology(make_remotes(images), mode="proxy", machine="pc",
+                                name=request.param))
     vm.ndisks, vm.images, vm.host_data = ndisks, images, data
     yield vm
     vm.close()
