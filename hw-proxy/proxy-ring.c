@@ -229,7 +229,6 @@ static bool proxy_ring_shadow_read_locked(ProxyLink *link, uint8_t region,
         return false;
     }
     *value = v;
-    link->shadow_hits++;
     return true;
 }
 
@@ -277,7 +276,6 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
         eventfd_write(link->ring_kick_fd, 1);
     }
     if (posted) {
-        link->posted++;
         return true;
     }
 

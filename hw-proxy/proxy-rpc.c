@@ -61,8 +61,6 @@ void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
     link->notify_count = 0;
     link->nr_hints = 0;
     link->shadow_size = 0;
-    link->shadow_hits = 0;
-    link->posted = 0;
     link->timeout_ms = timeout_ms;
     link->notify = notify;
     link->fail = fail;

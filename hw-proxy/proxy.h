@@ -45,8 +45,6 @@ typedef struct ProxyLink {
     MPQemuAccessHint hints[MPQEMU_MAX_HINTS];
     uint32_t nr_hints;
     uint32_t shadow_size;
-    uint64_t shadow_hits;   /* reads served from the shadow copy */
-    uint64_t posted;        /* writes that did not wait */
 } ProxyLink;
 
 void proxy_link_init(ProxyLink *link);
