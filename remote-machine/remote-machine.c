@@ -16,6 +16,7 @@
 #include "hw/pci/pcie_host.h"
 #include "hw/qdev-core.h"
 #include "hw/sysbus.h"
+#include "hw/hotplug.h"
 #include "exec/address-spaces.h"
 #include "system/runstate.h"
 #include "remote.h"
@@ -97,15 +98,45 @@ static void remote_pcihost_realize(DeviceState *dev, Error **errp)
                                 get_system_io(), 0, TYPE_PCIE_BUS);
     pci_bus_irqs(phb->bus, remote_pcihost_set_irq, host, PCI_DEVFN_MAX);
     pci_bus_map_irqs(phb->bus, remote_pcihost_map_irq);
+    /* device_add and device_del work at runtime, as the main QEMU needs */
+    qbus_set_hotplug_handler(BUS(phb->bus), OBJECT(dev));
+}
+
+/*
+ * Devices come and go at once: there is no guest here to ask. A device
+ * that an x-remote-object serves stays until that object is deleted.
+ */
+static void remote_pcihost_plug(HotplugHandler *hotplug_dev, DeviceState *dev,
+                                Error **errp)
+{
+}
+
+static void remote_pcihost_unplug(HotplugHandler *hotplug_dev,
+                                  DeviceState *dev, Error **errp)
+{
+    RemotePCIHost *host = REMOTE_PCIHOST(hotplug_dev);
+    PCIDevice *pdev = PCI_DEVICE(dev);
+    RemoteObject *owner = host->slot[pdev->devfn].owner;
+
+    if (owner) {
+        error_setg(errp, "device '%s' is served by x-remote-object '%s'; "
+                   "delete that first (object-del)", dev->id ?: "",
+                   object_get_canonical_path_component(OBJECT(owner)) ?: "");
+        return;
+    }
+    trace_remote_pcihost_unplug(pdev->devfn);
 }
 
 static void remote_pcihost_class_init(ObjectClass *klass, void *data)
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
+    HotplugHandlerClass *hc = HOTPLUG_HANDLER_CLASS(klass);
 
     dc->realize = remote_pcihost_realize;
     dc->user_creatable = false;
     dc->desc = "PCI host bridge of the x-remote machine";
+    hc->plug = remote_pcihost_plug;
+    hc->unplug = remote_pcihost_unplug;
 }
 
 /* DMA to an address that is neither shared guest RAM nor a BAR */
@@ -228,6 +259,10 @@ static const TypeInfo remote_types[] = {
         .parent = TYPE_PCI_HOST_BRIDGE,
         .instance_size = sizeof(RemotePCIHost),
         .class_init = remote_pcihost_class_init,
+        .interfaces = (InterfaceInfo[]) {
+            { TYPE_HOTPLUG_HANDLER },
+            { },
+        },
     },
 };
 

@@ -93,6 +93,16 @@ void remote_memory_clear(RemoteMemory *mem)
     mem->receiving = false;
 }
 
+void remote_memory_destroy(RemoteMemory *mem)
+{
+    remote_memory_clear(mem);
+    if (mem->current) {
+        g_ptr_array_free(mem->current, true);
+        g_ptr_array_free(mem->pending, true);
+        mem->current = mem->pending = NULL;
+    }
+}
+
 static bool overlaps_pending(RemoteMemory *mem, uint64_t gpa, uint64_t size)
 {
     for (guint i = 0; i < mem->pending->len; i++) {

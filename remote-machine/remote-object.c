@@ -686,10 +686,6 @@ static void remote_object_complete(UserCreatable *uc, Error **errp)
     }
 }
 
-static bool remote_object_can_be_deleted(UserCreatable *uc)
-{
-    return REMOTE_OBJECT(uc)->fd < 0;
-}
 
 static void remote_object_instance_init(Object *obj)
 {
@@ -701,29 +697,49 @@ static void remote_object_instance_init(Object *obj)
                                o);
 }
 
-static void remote_object_finalize(Object *obj)
+/*
+ * object-del: the proxy is disconnected and the device let go. What is
+ * mapped (guest RAM, the regions' address spaces) holds references to the
+ * object, so it goes here rather than in finalize, which it enables.
+ */
+static void remote_object_release(RemoteObject *o)
 {
-    RemoteObject *o = REMOTE_OBJECT(obj);
-
     if (o->machine_done.notify) {
         qemu_remove_machine_init_done_notifier(&o->machine_done);
+        o->machine_done.notify = NULL;
     }
-    timer_free(o->rx_timer);
     if (o->listen_fd >= 0) {
         qemu_set_fd_handler(o->listen_fd, NULL, NULL, NULL);
         close(o->listen_fd);
+        o->listen_fd = -1;
         unlink(o->socket_path);
     }
+    remote_object_disconnect(o, "x-remote-object deleted");
     if (o->pdev) {
         remote_pcihost_unbind(o->host, o->pdev);
-        remote_memory_clear(&o->memory);
+        remote_memory_destroy(&o->memory);
         memory_region_del_subregion(get_system_memory(), &o->ram_root);
+        o->pdev = NULL;
     }
     for (int i = 0; i < MPQEMU_NUM_REGIONS; i++) {
         if (o->region_as_ready[i]) {
             address_space_destroy(&o->region_as[i]);
+            o->region_as_ready[i] = false;
         }
     }
+}
+
+static void remote_object_unparent(Object *obj)
+{
+    remote_object_release(REMOTE_OBJECT(obj));
+}
+
+static void remote_object_finalize(Object *obj)
+{
+    RemoteObject *o = REMOTE_OBJECT(obj);
+
+    remote_object_release(o);
+    timer_free(o->rx_timer);
     g_free(o->devid);
     g_free(o->fd_str);
     g_free(o->socket_path);
@@ -750,8 +766,8 @@ static void remote_object_class_init(ObjectClass *oc, void *data)
 {
     UserCreatableClass *ucc = USER_CREATABLE_CLASS(oc);
 
+    oc->unparent = remote_object_unparent;
     ucc->complete = remote_object_complete;
-    ucc->can_be_deleted = remote_object_can_be_deleted;
 
     object_class_property_add_str(oc, "devid", remote_object_get_devid,
                                   remote_object_set_devid);

@@ -69,6 +69,7 @@ typedef struct RemoteMemory {
 void remote_memory_init(RemoteMemory *mem, Object *owner, MemoryRegion *root);
 bool remote_memory_receive(RemoteMemory *mem, MPQemuMsg *msg, Error **errp);
 void remote_memory_clear(RemoteMemory *mem);
+void remote_memory_destroy(RemoteMemory *mem);
 
 /* remote-ring.c: BAR accesses through shared memory */
 typedef struct RemoteRing RemoteRing;
