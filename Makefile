@@ -9,7 +9,9 @@ QBUILD := $(BUILD)/qemu-build
 export MPQEMU_CACHE ?= $(HOME)/.cache/mpqemu
 
 # Directories of this tree that QEMU's meson sees as its mpqemu/ subdirectory.
-OVERLAY := meson.build link hw-proxy remote-machine tests include
+OVERLAY := meson.build link hw-proxy remote-machine tests include qapi
+# QAPI schema modules of this tree, seen by QEMU's qapi/ (patch 0004 includes them).
+QAPI_MODULES := mpqemu.json mpqemu-qom.json
 PATCHES := $(sort $(wildcard qemu/patches/*.patch))
 FIRMWARE_DIRS := /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu
 
@@ -28,6 +30,7 @@ $(BUILD)/.src-stamp: qemu/pin $(PATCHES) scripts/fetch-qemu.sh | deps
 	for p in $(PATCHES); do patch -d $(QSRC) -p1 --forward --quiet < $$p || exit 1; done
 	mkdir -p $(QSRC)/mpqemu
 	for d in $(OVERLAY); do ln -sfn $(TOP)/$$d $(QSRC)/mpqemu/$$d; done
+	for m in $(QAPI_MODULES); do ln -sfn $(TOP)/qapi/$$m $(QSRC)/qapi/$$m; done
 	touch $@
 
 $(BUILD)/.configure-stamp: $(BUILD)/.src-stamp qemu/configure-options

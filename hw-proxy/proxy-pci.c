@@ -508,25 +508,73 @@ static bool proxy_setup_identity(PCIProxyDev *dev, Error **errp)
     return true;
 }
 
+bool proxy_is_connected(PCIProxyDev *dev)
+{
+    return !dev->failed;
+}
+
+void proxy_detach_remote_process(PCIProxyDev *dev, Error *err)
+{
+    dev->remote_process = NULL;
+    proxy_link_break(&dev->link, err);
+}
+
+/* Our end of the link, from whichever of fd=, socket= or remote= is set */
+static int proxy_open_link(PCIProxyDev *dev, Error **errp)
+{
+    RemoteProcess *rp;
+    int fd;
+
+    if (!!dev->fd_str + !!dev->socket_path + !!dev->remote_id != 1) {
+        error_setg(errp, "x-pci-proxy-dev needs exactly one of fd=<socket fd>,"
+                   " socket=<path> and remote=<x-remote-process id> to reach "
+                   "its remote process");
+        return -1;
+    }
+    if (!!dev->remote_id != !!dev->devid) {
+        error_setg(errp, "x-pci-proxy-dev: remote= and devid= (the id of the "
+                   "device in the remote process) go together");
+        return -1;
+    }
+    if (dev->fd_str) {
+        return mpqemu_socket_from_param(dev->fd_str, "the remote process's "
+                                        "x-remote-object", errp);
+    }
+    if (dev->socket_path) {
+        return proxy_connect(dev, errp);
+    }
+    rp = remote_process_find(dev->remote_id, errp);
+    if (!rp) {
+        return -1;
+    }
+    fd = remote_process_plug(rp, dev, dev->devid, errp);
+    if (fd >= 0) {
+        dev->remote_process = rp;
+    }
+    return fd;
+}
+
+/* @unplug: the device goes away with its proxy, not just the link */
+static void proxy_close_link(PCIProxyDev *dev, bool unplug)
+{
+    proxy_link_close(&dev->link);
+    if (dev->remote_process) {
+        remote_process_unplug(dev->remote_process, dev, unplug);
+        dev->remote_process = NULL;
+    }
+}
+
 static void proxy_realize(PCIDevice *pdev, Error **errp)
 {
     PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
     int fd;
 
-    if (!!dev->fd_str == !!dev->socket_path) {
-        error_setg(errp, "x-pci-proxy-dev needs exactly one of fd=<socket fd> "
-                   "and socket=<path> to reach its remote process");
-        return;
-    }
     if (!dev->timeout_ms) {
         error_setg(errp, "timeout must be at least 1 ms");
         return;
     }
 
-    fd = dev->fd_str ? mpqemu_socket_from_param(dev->fd_str, "the remote "
-                                                "process's x-remote-object",
-                                                errp)
-                     : proxy_connect(dev, errp);
+    fd = proxy_open_link(dev, errp);
     if (fd < 0) {
         return;
     }
@@ -540,7 +588,7 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
         !proxy_setup_regions(dev, errp) ||
         !proxy_setup_hints(dev, errp) ||
         !proxy_memory_start(&dev->memory, &dev->link, proxy_name(dev), errp)) {
-        proxy_link_close(&dev->link);
+        proxy_close_link(dev, false);
         return;
     }
     if (dev->features & MPQEMU_FEATURE_RING) {
@@ -559,7 +607,7 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
                    "failed");
         proxy_memory_stop(&dev->memory);
         proxy_ioeventfd_clear(dev);
-        proxy_link_close(&dev->link);
+        proxy_close_link(dev, false);
     }
 }
 
@@ -569,7 +617,7 @@ static void proxy_exit(PCIDevice *pdev)
 
     proxy_memory_stop(&dev->memory);
     proxy_ioeventfd_clear(dev);
-    proxy_link_close(&dev->link);
+    proxy_close_link(dev, true);
 }
 
 static void proxy_reset(DeviceState *d)
@@ -595,6 +643,8 @@ static void proxy_instance_finalize(Object *obj)
 static const Property proxy_properties[] = {
     DEFINE_PROP_STRING("fd", PCIProxyDev, fd_str),
     DEFINE_PROP_STRING("socket", PCIProxyDev, socket_path),
+    DEFINE_PROP_STRING("remote", PCIProxyDev, remote_id),
+    DEFINE_PROP_STRING("devid", PCIProxyDev, devid),
     DEFINE_PROP_UINT32("timeout", PCIProxyDev, timeout_ms,
                        PROXY_DEFAULT_TIMEOUT_MS),
     DEFINE_PROP_BOOL("ring", PCIProxyDev, use_ring, true),

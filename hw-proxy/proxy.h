@@ -12,6 +12,7 @@
 #include "exec/memory.h"
 #include "mpqemu/channel.h"
 #include "mpqemu/ring.h"
+#include "mpqemu/remote-process.h"
 
 #define TYPE_PCI_PROXY_DEV "x-pci-proxy-dev"
 OBJECT_DECLARE_SIMPLE_TYPE(PCIProxyDev, PCI_PROXY_DEV)
@@ -117,6 +118,8 @@ struct PCIProxyDev {
     /* properties */
     char *fd_str;
     char *socket_path;
+    char *remote_id;        /* an x-remote-process, with devid */
+    char *devid;
     uint32_t timeout_ms;
 
     ProxyLink link;
@@ -132,6 +135,24 @@ struct PCIProxyDev {
     unsigned nr_ioeventfds;
     bool intx_level;        /* as the remote last set it */
     bool failed;
+    RemoteProcess *remote_process;  /* that created our device link */
 };
+
+/* proxy-pci.c */
+bool proxy_is_connected(PCIProxyDev *dev);
+/* Its remote process is ended under it: fail, and forget the process */
+void proxy_detach_remote_process(PCIProxyDev *dev, Error *err);
+
+/* remote-process.c: the proxy's side of x-remote-process */
+RemoteProcess *remote_process_find(const char *id, Error **errp);
+/* Has the process serve @devid to @proxy; returns our end of the link */
+int remote_process_plug(RemoteProcess *rp, PCIProxyDev *proxy,
+                        const char *devid, Error **errp);
+/*
+ * The proxy is going: its link goes in the process, too, and with
+ * @delete_device (an unplug, not a failed plug) the device itself.
+ */
+void remote_process_unplug(RemoteProcess *rp, PCIProxyDev *proxy,
+                           bool delete_device);
 
 #endif

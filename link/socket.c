@@ -23,7 +23,12 @@ int mpqemu_socket_from_param(const char *fd_str, const char *other_end,
     struct stat st;
     int fd;
 
-    fd = monitor_fd_param(monitor_cur(), fd_str, errp);
+    if (g_str_has_prefix(fd_str, "/dev/fdset/")) {
+        /* a duplicate of the one in the set that add-fd filled */
+        fd = qemu_open(fd_str, O_RDWR, errp);
+    } else {
+        fd = monitor_fd_param(monitor_cur(), fd_str, errp);
+    }
     if (fd < 0) {
         return -1;
     }

@@ -9,8 +9,8 @@
 #define MPQEMU_SOCKET_H
 
 /*
- * The connected UNIX stream socket that @fd_str names (a number or a name
- * passed with the monitor's getfd). @other_end says, for the hint, where
+ * The connected UNIX stream socket that @fd_str names (a number, a name
+ * passed with the monitor's getfd, or /dev/fdset/N of add-fd). @other_end says, for the hint, where
  * the other end of the socketpair goes.
  */
 int mpqemu_socket_from_param(const char *fd_str, const char *other_end,

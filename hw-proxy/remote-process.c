@@ -1,0 +1,931 @@
+/*
+ * x-remote-process: a remote QEMU that the main QEMU spawns (or attaches to)
+ * and drives through its QMP monitor, and the proxies it serves.
+ *
+ * A spawned process gets one end of a socketpair as fd 3, serves QMP on it,
+ * and is reaped by a GLib child watch; an attached one is reached through a
+ * socket on which it serves QMP. Proxies plugged with remote=<id> get their
+ * device link by handing the remote one end of a new socketpair (getfd) and
+ * creating an x-remote-object for it there (object-add).
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include "qapi/clone-visitor.h"
+#include "qapi/error.h"
+#include "qapi/qapi-builtin-visit.h"
+#include "qapi/qapi-events-mpqemu.h"
+#include "qapi/visitor.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qemu/sockets.h"
+#include "qemu/timer.h"
+#include "system/system.h"
+#include "qom/object_interfaces.h"
+#include "qobject/qdict.h"
+#include "mpqemu/remote-process.h"
+#include "mpqemu/socket.h"
+#include "proxy.h"
+#include "remote-monitor.h"
+#include "trace.h"
+
+#define REMOTE_PROCESS_DEFAULT_TIMEOUT_MS 10000
+/* How long a spawned process may live on once its monitor is gone */
+#define REMOTE_PROCESS_GRACE_MS 1000
+
+/* The fd on which a spawned process finds its monitor's socket */
+#define REMOTE_PROCESS_MONITOR_FD 3
+
+typedef struct RemoteProcessDevice {
+    char *devid;
+    PCIProxyDev *proxy;
+    QLIST_ENTRY(RemoteProcessDevice) next;
+} RemoteProcessDevice;
+
+/* A coroutine waiting for the process to change state */
+typedef struct RemoteProcessWaiter {
+    Coroutine *co;
+    bool woken;
+    QLIST_ENTRY(RemoteProcessWaiter) next;
+} RemoteProcessWaiter;
+
+struct RemoteProcess {
+    Object parent_obj;
+
+    /* properties */
+    char *executable;
+    strList *args;
+    char *log;
+    char *fd_str;
+    char *socket_path;
+    uint32_t timeout_ms;
+
+    RemoteProcessState state;
+    bool spawned;
+    pid_t pid;                  /* 0 if unknown */
+    guint child_watch;          /* while a spawned process runs */
+    int wait_status;            /* as waitpid() gave it, once exited */
+    char *kill_reason;          /* why we killed it, if we did */
+    char *monitor_lost;         /* its monitor closed: why, if it did */
+    char *failure;              /* why it stopped, once it did */
+    RemoteMonitor *mon;
+    QEMUTimer *deadline_timer;  /* startup; life without a monitor */
+    Notifier exit_notifier;     /* the main QEMU exits: end it cleanly */
+    QLIST_HEAD(, RemoteProcessDevice) devices;
+    QLIST_HEAD(, RemoteProcessWaiter) waiters;
+};
+
+static const char *remote_process_id(RemoteProcess *rp)
+{
+    return object_get_canonical_path_component(OBJECT(rp)) ?: "?";
+}
+
+static void remote_process_set_state(RemoteProcess *rp,
+                                     RemoteProcessState state)
+{
+    RemoteProcessWaiter *w, *next;
+
+    trace_remote_process_state(remote_process_id(rp),
+                               RemoteProcessState_str(state));
+    rp->state = state;
+    QLIST_FOREACH_SAFE(w, &rp->waiters, next, next) {
+        QLIST_REMOVE(w, next);
+        w->woken = true;
+        aio_co_schedule(qemu_get_aio_context(), w->co);
+    }
+}
+
+static void remote_process_wait_timeout(void *opaque)
+{
+    RemoteProcessWaiter *w = opaque;
+
+    if (!w->woken) {
+        QLIST_REMOVE(w, next);
+        w->woken = true;
+        aio_co_schedule(qemu_get_aio_context(), w->co);
+    }
+}
+
+/* Yields until the state is no longer @state, or @timeout_ms passed */
+static void coroutine_fn remote_process_wait_leave(RemoteProcess *rp,
+                                                   RemoteProcessState state,
+                                                   uint32_t timeout_ms)
+{
+    int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + timeout_ms;
+    QEMUTimer *timer;
+
+    while (rp->state == state &&
+           qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
+        RemoteProcessWaiter w = { .co = qemu_coroutine_self() };
+
+        QLIST_INSERT_HEAD(&rp->waiters, &w, next);
+        timer = timer_new_ms(QEMU_CLOCK_REALTIME, remote_process_wait_timeout,
+                             &w);
+        timer_mod(timer, deadline);
+        while (!w.woken) {
+            qemu_coroutine_yield();
+        }
+        timer_free(timer);
+    }
+}
+
+static void remote_process_stopped(RemoteProcess *rp, RemoteProcessState state,
+                                   const char *reason)
+{
+    const char *id = remote_process_id(rp);
+    bool exited = rp->spawned && WIFEXITED(rp->wait_status);
+    bool killed = rp->spawned && WIFSIGNALED(rp->wait_status);
+
+    if (!rp->failure) {
+        rp->failure = g_strdup(reason);
+    }
+    timer_del(rp->deadline_timer);
+    remote_process_set_state(rp, state);
+    qapi_event_send_remote_process_exited(id, rp->pid != 0, rp->pid,
+                                          exited,
+                                          WEXITSTATUS(rp->wait_status),
+                                          killed,
+                                          WTERMSIG(rp->wait_status),
+                                          reason);
+}
+
+static void remote_process_child_exited(GPid pid, gint status,
+                                        gpointer opaque)
+{
+    RemoteProcess *rp = opaque;
+    g_autofree char *reason = NULL;
+
+    g_spawn_close_pid(pid);
+    rp->child_watch = 0;
+    rp->wait_status = status;
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
+        rp->kill_reason) {
+        reason = g_strdup_printf("killed: %s", rp->kill_reason);
+    } else if (WIFSIGNALED(status)) {
+        reason = g_strdup_printf("killed by signal %d", WTERMSIG(status));
+    } else {
+        reason = g_strdup_printf("exited with status %d",
+                                 WEXITSTATUS(status));
+    }
+    trace_remote_process_exited(remote_process_id(rp), pid, reason);
+    if (rp->state == REMOTE_PROCESS_STATE_STARTING) {
+        g_autofree char *why = g_strdup_printf("%s during startup%s%s",
+                                               reason,
+                                               rp->log ? "; see " : "",
+                                               rp->log ?: "");
+        remote_process_stopped(rp, REMOTE_PROCESS_STATE_EXITED, why);
+    } else {
+        remote_process_stopped(rp, REMOTE_PROCESS_STATE_EXITED, reason);
+    }
+}
+
+static void G_GNUC_PRINTF(2, 3) remote_process_kill(RemoteProcess *rp,
+                                                    const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!rp->kill_reason) {
+        va_start(ap, fmt);
+        rp->kill_reason = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+    }
+    kill(rp->pid, SIGKILL);
+}
+
+/* Asks a spawned process to quit: over its monitor, or with SIGTERM */
+static void remote_process_ask_to_quit(RemoteProcess *rp)
+{
+    if (rp->mon && remote_monitor_is_ready(rp->mon)) {
+        remote_monitor_send(rp->mon, "quit", NULL);
+    } else {
+        kill(rp->pid, SIGTERM);
+    }
+}
+
+static void remote_process_monitor_ready(void *opaque)
+{
+    RemoteProcess *rp = opaque;
+
+    timer_del(rp->deadline_timer);
+    remote_process_set_state(rp, REMOTE_PROCESS_STATE_RUNNING);
+    qapi_event_send_remote_process_started(remote_process_id(rp),
+                                           rp->pid != 0, rp->pid);
+}
+
+static void remote_process_monitor_closed(void *opaque, const char *reason)
+{
+    RemoteProcess *rp = opaque;
+
+    if (rp->spawned) {
+        /*
+         * Useless without its monitor. Usually it is exiting anyway: give
+         * it a moment before killing it; the child watch reports the end.
+         */
+        if (rp->child_watch) {
+            rp->monitor_lost = g_strdup(reason);
+            timer_mod(rp->deadline_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                      REMOTE_PROCESS_GRACE_MS);
+        }
+        return;
+    }
+    if (rp->state == REMOTE_PROCESS_STATE_STARTING ||
+        rp->state == REMOTE_PROCESS_STATE_RUNNING) {
+        g_autofree char *why = g_strdup_printf("its monitor %s", reason);
+
+        remote_process_stopped(rp, REMOTE_PROCESS_STATE_DISCONNECTED, why);
+    }
+}
+
+static void remote_process_deadline(void *opaque)
+{
+    RemoteProcess *rp = opaque;
+    g_autofree char *why = g_strdup_printf("did not answer within %u ms",
+                                           rp->timeout_ms);
+
+    if (rp->monitor_lost && rp->child_watch) {
+        remote_process_kill(rp, "its monitor %s", rp->monitor_lost);
+        return;
+    }
+    if (rp->state != REMOTE_PROCESS_STATE_STARTING) {
+        return;
+    }
+    if (rp->spawned && rp->child_watch) {
+        remote_process_kill(rp, "%s", why);
+        return;
+    }
+    remote_process_stopped(rp, REMOTE_PROCESS_STATE_DISCONNECTED, why);
+}
+
+/* Everything the child needs, prepared before fork() */
+typedef struct RemoteProcessSpawn {
+    char **argv;
+    int monitor_fd;
+    int stdin_fd;
+    int log_fd;
+} RemoteProcessSpawn;
+
+/* Between fork() and exec(): async-signal-safe calls only */
+static void G_NORETURN remote_process_child(RemoteProcessSpawn *s,
+                                            pid_t parent)
+{
+    static const char exec_failed[] = "x-remote-process: exec failed\n";
+    sigset_t all;
+
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    /* the remote dies with the main QEMU, however that ends */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) {
+        _exit(127);
+    }
+    if (dup2(s->stdin_fd, STDIN_FILENO) < 0 ||
+        dup2(s->log_fd, STDOUT_FILENO) < 0 ||
+        (s->log_fd != STDERR_FILENO &&
+         dup2(s->log_fd, STDERR_FILENO) < 0) ||
+        dup2(s->monitor_fd, REMOTE_PROCESS_MONITOR_FD) < 0) {
+        _exit(127);
+    }
+#ifdef CONFIG_CLOSE_RANGE
+    close_range(REMOTE_PROCESS_MONITOR_FD + 1, ~0U, 0);
+#endif
+    execv(s->argv[0], s->argv);
+    if (write(STDERR_FILENO, exec_failed, sizeof(exec_failed) - 1) < 0) {
+        /* nowhere left to say it */
+    }
+    _exit(127);
+}
+
+static char **remote_process_argv(RemoteProcess *rp, const char *exe)
+{
+    GPtrArray *argv = g_ptr_array_new();
+    g_autofree char *chardev =
+        g_strdup_printf("socket,id=mpqemu-qmp,fd=%d",
+                        REMOTE_PROCESS_MONITOR_FD);
+
+    g_ptr_array_add(argv, g_strdup(exe));
+    g_ptr_array_add(argv, g_strdup("-machine"));
+    g_ptr_array_add(argv, g_strdup("x-remote,auto-shutdown=off"));
+    g_ptr_array_add(argv, g_strdup("-nodefaults"));
+    g_ptr_array_add(argv, g_strdup("-display"));
+    g_ptr_array_add(argv, g_strdup("none"));
+    g_ptr_array_add(argv, g_strdup("-chardev"));
+    g_ptr_array_add(argv, g_steal_pointer(&chardev));
+    g_ptr_array_add(argv, g_strdup("-mon"));
+    g_ptr_array_add(argv, g_strdup("chardev=mpqemu-qmp,mode=control"));
+    for (strList *a = rp->args; a; a = a->next) {
+        g_ptr_array_add(argv, g_strdup(a->value));
+    }
+    g_ptr_array_add(argv, NULL);
+    return (char **)g_ptr_array_free(argv, false);
+}
+
+static void remote_process_main_exit(Notifier *notifier, void *data);
+
+static bool remote_process_spawn(RemoteProcess *rp, Error **errp)
+{
+    g_autofree char *exe = rp->executable ? g_strdup(rp->executable)
+                                          : g_file_read_link("/proc/self/exe",
+                                                             NULL);
+    RemoteProcessSpawn s = { .log_fd = STDERR_FILENO };
+    pid_t parent = getpid();
+    int sv[2];
+    pid_t pid;
+
+    if (!exe) {
+        error_setg(errp, "cannot tell which QEMU binary runs; set "
+                   "executable=");
+        return false;
+    }
+    if (access(exe, X_OK) < 0) {
+        error_setg_errno(errp, errno, "cannot run '%s'", exe);
+        return false;
+    }
+    if (rp->log) {
+        s.log_fd = qemu_create(rp->log, O_WRONLY | O_APPEND, 0600, errp);
+        if (s.log_fd < 0) {
+            return false;
+        }
+    }
+    s.stdin_fd = qemu_open("/dev/null", O_RDONLY, errp);
+    if (s.stdin_fd < 0) {
+        goto fail_log;
+    }
+    if (qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        error_setg_errno(errp, errno, "cannot create a socket pair");
+        goto fail_stdin;
+    }
+    s.monitor_fd = sv[1];
+    s.argv = remote_process_argv(rp, exe);
+
+    pid = fork();
+    if (pid == 0) {
+        remote_process_child(&s, parent);
+    }
+    g_strfreev(s.argv);
+    close(sv[1]);
+    close(s.stdin_fd);
+    if (s.log_fd != STDERR_FILENO) {
+        close(s.log_fd);
+    }
+    if (pid < 0) {
+        error_setg_errno(errp, errno, "cannot start a remote process");
+        close(sv[0]);
+        return false;
+    }
+    trace_remote_process_spawned(remote_process_id(rp), pid, exe);
+    rp->pid = pid;
+    rp->spawned = true;
+    rp->child_watch = g_child_watch_add(pid, remote_process_child_exited, rp);
+    rp->exit_notifier.notify = remote_process_main_exit;
+    qemu_add_exit_notifier(&rp->exit_notifier);
+    rp->mon = remote_monitor_new(sv[0], remote_process_id(rp), rp->timeout_ms,
+                                 remote_process_monitor_ready,
+                                 remote_process_monitor_closed, rp);
+    return true;
+
+fail_stdin:
+    close(s.stdin_fd);
+fail_log:
+    if (s.log_fd != STDERR_FILENO) {
+        close(s.log_fd);
+    }
+    return false;
+}
+
+static bool remote_process_attach(RemoteProcess *rp, Error **errp)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    int fd;
+
+    if (rp->fd_str) {
+        fd = mpqemu_socket_from_param(rp->fd_str, "the remote process's QMP "
+                                      "monitor", errp);
+    } else {
+        fd = mpqemu_socket_connect(rp->socket_path, errp);
+    }
+    if (fd < 0) {
+        return false;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+        cred.pid > 0) {
+        rp->pid = cred.pid;
+    }
+    rp->mon = remote_monitor_new(fd, remote_process_id(rp), rp->timeout_ms,
+                                 remote_process_monitor_ready,
+                                 remote_process_monitor_closed, rp);
+    return true;
+}
+
+static void remote_process_complete(UserCreatable *uc, Error **errp)
+{
+    RemoteProcess *rp = REMOTE_PROCESS(uc);
+
+    if (rp->fd_str && rp->socket_path) {
+        error_setg(errp, "x-remote-process takes at most one of fd= and "
+                   "socket=");
+        return;
+    }
+    if ((rp->fd_str || rp->socket_path) &&
+        (rp->executable || rp->args || rp->log)) {
+        error_setg(errp, "x-remote-process: executable=, args= and log= are "
+                   "for a process it spawns, not one it attaches to with "
+                   "fd= or socket=");
+        return;
+    }
+    if (!rp->timeout_ms) {
+        error_setg(errp, "x-remote-process: timeout must be at least 1 ms");
+        return;
+    }
+    if (rp->fd_str || rp->socket_path ? !remote_process_attach(rp, errp)
+                                      : !remote_process_spawn(rp, errp)) {
+        return;
+    }
+    timer_mod(rp->deadline_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + rp->timeout_ms);
+}
+
+static bool remote_process_can_be_deleted(UserCreatable *uc)
+{
+    return QLIST_EMPTY(&REMOTE_PROCESS(uc)->devices);
+}
+
+RemoteProcess *remote_process_find(const char *id, Error **errp)
+{
+    Object *obj = object_resolve_path_component(object_get_objects_root(),
+                                                id);
+    RemoteProcess *rp = (RemoteProcess *)object_dynamic_cast(
+        obj, TYPE_REMOTE_PROCESS);
+
+    if (!rp) {
+        error_setg(errp, "there is no remote process '%s'", id);
+    }
+    return rp;
+}
+
+static bool remote_process_check_running(RemoteProcess *rp, Error **errp)
+{
+    if (rp->state == REMOTE_PROCESS_STATE_STARTING ||
+        rp->state == REMOTE_PROCESS_STATE_RUNNING) {
+        return true;
+    }
+    error_setg(errp, "remote process '%s' is not running: %s",
+               remote_process_id(rp), rp->failure ?: "ended");
+    return false;
+}
+
+static char *remote_process_link_id(const char *devid)
+{
+    return g_strdup_printf("mpqemu-link-%s", devid);
+}
+
+int remote_process_plug(RemoteProcess *rp, PCIProxyDev *proxy,
+                        const char *devid, Error **errp)
+{
+    g_autofree char *link_id = remote_process_link_id(devid);
+    g_autoptr(QDict) args = qdict_new();
+    RemoteProcessDevice *d;
+    QObject *ret;
+    int sv[2];
+
+    if (!remote_process_check_running(rp, errp)) {
+        return -1;
+    }
+    QLIST_FOREACH(d, &rp->devices, next) {
+        if (!strcmp(d->devid, devid)) {
+            g_autofree char *path = object_get_canonical_path(
+                OBJECT(d->proxy));
+
+            error_setg(errp, "device '%s' of remote process '%s' is already "
+                       "served by %s", devid, remote_process_id(rp), path);
+            return -1;
+        }
+    }
+    if (qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        error_setg_errno(errp, errno, "cannot create a socket pair");
+        return -1;
+    }
+
+    /* hand the remote its end, then an x-remote-object to serve it */
+    qdict_put_str(args, "fdname", link_id);
+    ret = remote_monitor_call_sync(rp->mon, "getfd", args, sv[1], errp);
+    close(sv[1]);
+    if (!ret) {
+        close(sv[0]);
+        return -1;
+    }
+    qobject_unref(ret);
+
+    qobject_unref(args);
+    args = qdict_new();
+    qdict_put_str(args, "qom-type", "x-remote-object");
+    qdict_put_str(args, "id", link_id);
+    qdict_put_str(args, "devid", devid);
+    qdict_put_str(args, "fd", link_id);
+    ret = remote_monitor_call_sync(rp->mon, "object-add", args, -1, errp);
+    if (!ret) {
+        /* the fd stays with the monitor unless object-add took it */
+        qobject_unref(args);
+        args = qdict_new();
+        qdict_put_str(args, "fdname", link_id);
+        qobject_unref(remote_monitor_call_sync(rp->mon, "closefd", args, -1,
+                                               NULL));
+        close(sv[0]);
+        return -1;
+    }
+    qobject_unref(ret);
+
+    d = g_new0(RemoteProcessDevice, 1);
+    d->devid = g_strdup(devid);
+    d->proxy = proxy;
+    QLIST_INSERT_HEAD(&rp->devices, d, next);
+    object_ref(OBJECT(rp));
+    trace_remote_process_plug(remote_process_id(rp), devid);
+    return sv[0];
+}
+
+static void remote_process_forget(RemoteProcess *rp, RemoteProcessDevice *d)
+{
+    QLIST_REMOVE(d, next);
+    g_free(d->devid);
+    g_free(d);
+    object_unref(OBJECT(rp));
+}
+
+void remote_process_unplug(RemoteProcess *rp, PCIProxyDev *proxy,
+                           bool delete_device)
+{
+    RemoteProcessDevice *d;
+
+    QLIST_FOREACH(d, &rp->devices, next) {
+        if (d->proxy == proxy) {
+            break;
+        }
+    }
+    if (!d) {
+        return;
+    }
+    trace_remote_process_unplug(remote_process_id(rp), d->devid);
+    if (rp->mon && remote_monitor_is_ready(rp->mon)) {
+        g_autofree char *link_id = remote_process_link_id(d->devid);
+        g_autoptr(QDict) args = qdict_new();
+
+        qdict_put_str(args, "id", link_id);
+        remote_monitor_send(rp->mon, "object-del", args);
+        if (delete_device) {
+            /* the device goes with its proxy; its backend stays */
+            qobject_unref(args);
+            args = qdict_new();
+            qdict_put_str(args, "id", d->devid);
+            remote_monitor_send(rp->mon, "device_del", args);
+        }
+    }
+    remote_process_forget(rp, d);
+}
+
+static RemoteProcessInfo *remote_process_get_info(RemoteProcess *rp)
+{
+    RemoteProcessInfo *info = g_new0(RemoteProcessInfo, 1);
+    RemoteProcessDeviceInfoList **tail = &info->devices;
+    RemoteProcessDevice *d;
+
+    info->id = g_strdup(remote_process_id(rp));
+    info->has_pid = rp->pid != 0;
+    info->pid = rp->pid;
+    info->state = rp->state;
+    info->spawned = rp->spawned;
+    if (rp->spawned && rp->state == REMOTE_PROCESS_STATE_EXITED) {
+        info->has_exit_code = WIFEXITED(rp->wait_status);
+        info->exit_code = WEXITSTATUS(rp->wait_status);
+        info->has_signal = WIFSIGNALED(rp->wait_status);
+        info->signal = WTERMSIG(rp->wait_status);
+    }
+    QLIST_FOREACH(d, &rp->devices, next) {
+        RemoteProcessDeviceInfo *di = g_new0(RemoteProcessDeviceInfo, 1);
+
+        di->devid = g_strdup(d->devid);
+        di->proxy = object_get_canonical_path(OBJECT(d->proxy));
+        di->connected = proxy_is_connected(d->proxy);
+        QAPI_LIST_APPEND(tail, di);
+    }
+    return info;
+}
+
+static bool coroutine_fn remote_process_wait_started(RemoteProcess *rp,
+                                                     Error **errp)
+{
+    remote_process_wait_leave(rp, REMOTE_PROCESS_STATE_STARTING,
+                              rp->timeout_ms * 2);
+    if (rp->state != REMOTE_PROCESS_STATE_RUNNING) {
+        error_setg(errp, "remote process '%s' failed to start: %s",
+                   remote_process_id(rp),
+                   rp->failure ?: "it did not answer");
+        return false;
+    }
+    return true;
+}
+
+static QObject *coroutine_fn remote_process_run_qmp(RemoteProcess *rp,
+                                                    const char *command,
+                                                    QObject *arguments,
+                                                    Error **errp)
+{
+    QDict *args = NULL;
+
+    if (arguments) {
+        args = qobject_to(QDict, arguments);
+        if (!args) {
+            error_setg(errp, "arguments must be an object");
+            return NULL;
+        }
+    }
+    if (!remote_process_check_running(rp, errp)) {
+        return NULL;
+    }
+    return remote_monitor_call_co(rp->mon, command, args, errp);
+}
+
+static bool coroutine_fn remote_process_end(RemoteProcess *rp, bool force,
+                                            Error **errp)
+{
+    RemoteProcessDevice *d, *next;
+
+    if (!QLIST_EMPTY(&rp->devices) && !force) {
+        d = QLIST_FIRST(&rp->devices);
+        error_setg(errp, "remote process '%s' still serves device '%s'",
+                   remote_process_id(rp), d->devid);
+        error_append_hint(errp, "Unplug its proxies first (device_del), or "
+                          "set force to end it anyway\n");
+        return false;
+    }
+    QLIST_FOREACH_SAFE(d, &rp->devices, next, next) {
+        Error *err = NULL;
+
+        error_setg(&err, "its remote process %s was ended",
+                   remote_process_id(rp));
+        proxy_detach_remote_process(d->proxy, err);
+        remote_process_forget(rp, d);
+    }
+
+    if (!rp->spawned) {
+        remote_monitor_free(rp->mon);
+        rp->mon = NULL;
+        if (rp->state != REMOTE_PROCESS_STATE_DISCONNECTED) {
+            remote_process_stopped(rp, REMOTE_PROCESS_STATE_DISCONNECTED,
+                                   "disconnected by the main QEMU");
+        }
+        return true;
+    }
+    if (rp->child_watch) {
+        remote_process_ask_to_quit(rp);
+        remote_process_wait_leave(rp, rp->state, rp->timeout_ms);
+    }
+    if (rp->child_watch) {
+        warn_report("remote process '%s' (pid %d) did not quit within %u ms;"
+                    " killing it", remote_process_id(rp), rp->pid,
+                    rp->timeout_ms);
+        remote_process_kill(rp, "did not quit within %u ms", rp->timeout_ms);
+        remote_process_wait_leave(rp, rp->state, rp->timeout_ms);
+    }
+    return true;
+}
+
+/*
+ * The main QEMU is exiting: give the process the time it needs to close its
+ * images properly (it would die with us anyway, by PR_SET_PDEATHSIG).
+ */
+static void remote_process_main_exit(Notifier *notifier, void *data)
+{
+    RemoteProcess *rp = container_of(notifier, RemoteProcess, exit_notifier);
+    int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                       rp->timeout_ms;
+
+    if (!rp->child_watch) {
+        return;
+    }
+    remote_process_ask_to_quit(rp);
+    while (waitpid(rp->pid, NULL, WNOHANG) == 0) {
+        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) >= deadline) {
+            kill(rp->pid, SIGKILL);
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+}
+
+/* Reaps a process that outlives its object, killing it if it lingers */
+typedef struct RemoteProcessReaper {
+    pid_t pid;
+    QEMUTimer *kill_timer;
+} RemoteProcessReaper;
+
+static void remote_process_reaped(GPid pid, gint status, gpointer opaque)
+{
+    RemoteProcessReaper *r = opaque;
+
+    g_spawn_close_pid(pid);
+    timer_free(r->kill_timer);
+    g_free(r);
+}
+
+static void remote_process_reaper_kill(void *opaque)
+{
+    RemoteProcessReaper *r = opaque;
+
+    kill(r->pid, SIGKILL);
+}
+
+static void remote_process_unparent(Object *obj)
+{
+    RemoteProcess *rp = REMOTE_PROCESS(obj);
+
+    if (rp->child_watch) {
+        RemoteProcessReaper *r = g_new0(RemoteProcessReaper, 1);
+
+        /* object-del of a live process: ask it to quit, then insist */
+        remote_process_ask_to_quit(rp);
+        g_source_remove(rp->child_watch);
+        rp->child_watch = 0;
+        r->pid = rp->pid;
+        r->kill_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                     remote_process_reaper_kill, r);
+        timer_mod(r->kill_timer,
+                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + rp->timeout_ms);
+        g_child_watch_add(rp->pid, remote_process_reaped, r);
+    }
+    if (rp->exit_notifier.notify) {
+        qemu_remove_exit_notifier(&rp->exit_notifier);
+        rp->exit_notifier.notify = NULL;
+    }
+    remote_monitor_free(rp->mon);
+    rp->mon = NULL;
+}
+
+static void remote_process_instance_init(Object *obj)
+{
+    RemoteProcess *rp = REMOTE_PROCESS(obj);
+
+    rp->timeout_ms = REMOTE_PROCESS_DEFAULT_TIMEOUT_MS;
+    rp->state = REMOTE_PROCESS_STATE_STARTING;
+    rp->deadline_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                   remote_process_deadline, rp);
+    QLIST_INIT(&rp->devices);
+    QLIST_INIT(&rp->waiters);
+}
+
+static void remote_process_finalize(Object *obj)
+{
+    RemoteProcess *rp = REMOTE_PROCESS(obj);
+
+    /* unparent ran unless the object never completed */
+    assert(QLIST_EMPTY(&rp->devices) && QLIST_EMPTY(&rp->waiters));
+    remote_process_unparent(obj);
+    timer_free(rp->deadline_timer);
+    g_free(rp->failure);
+    g_free(rp->kill_reason);
+    g_free(rp->monitor_lost);
+    g_free(rp->executable);
+    qapi_free_strList(rp->args);
+    g_free(rp->log);
+    g_free(rp->fd_str);
+    g_free(rp->socket_path);
+}
+
+#define REMOTE_PROCESS_STR_PROP(field)                                      \
+    static char *remote_process_get_##field(Object *obj, Error **errp)      \
+    {                                                                       \
+        return g_strdup(REMOTE_PROCESS(obj)->field);                        \
+    }                                                                       \
+    static void remote_process_set_##field(Object *obj, const char *value,  \
+                                           Error **errp)                    \
+    {                                                                       \
+        RemoteProcess *rp = REMOTE_PROCESS(obj);                            \
+        g_free(rp->field);                                                  \
+        rp->field = g_strdup(value);                                        \
+    }
+
+REMOTE_PROCESS_STR_PROP(executable)
+REMOTE_PROCESS_STR_PROP(log)
+REMOTE_PROCESS_STR_PROP(fd_str)
+REMOTE_PROCESS_STR_PROP(socket_path)
+
+static void remote_process_get_args(Object *obj, Visitor *v,
+                                    const char *name, void *opaque,
+                                    Error **errp)
+{
+    strList *args = QAPI_CLONE(strList, REMOTE_PROCESS(obj)->args);
+
+    visit_type_strList(v, name, &args, errp);
+    qapi_free_strList(args);
+}
+
+static void remote_process_set_args(Object *obj, Visitor *v,
+                                    const char *name, void *opaque,
+                                    Error **errp)
+{
+    RemoteProcess *rp = REMOTE_PROCESS(obj);
+    strList *args = NULL;
+
+    if (!visit_type_strList(v, name, &args, errp)) {
+        return;
+    }
+    qapi_free_strList(rp->args);
+    rp->args = args;
+}
+
+static void remote_process_get_timeout(Object *obj, Visitor *v,
+                                       const char *name, void *opaque,
+                                       Error **errp)
+{
+    visit_type_uint32(v, name, &REMOTE_PROCESS(obj)->timeout_ms, errp);
+}
+
+static void remote_process_set_timeout(Object *obj, Visitor *v,
+                                       const char *name, void *opaque,
+                                       Error **errp)
+{
+    uint32_t value;
+
+    if (visit_type_uint32(v, name, &value, errp)) {
+        REMOTE_PROCESS(obj)->timeout_ms = value;
+    }
+}
+
+static void remote_process_get_pid(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    int64_t pid = REMOTE_PROCESS(obj)->pid;
+
+    visit_type_int(v, name, &pid, errp);
+}
+
+static void remote_process_class_init(ObjectClass *oc, void *data)
+{
+    UserCreatableClass *ucc = USER_CREATABLE_CLASS(oc);
+    RemoteProcessClass *rpc = REMOTE_PROCESS_CLASS(oc);
+
+    oc->unparent = remote_process_unparent;
+    ucc->complete = remote_process_complete;
+    ucc->can_be_deleted = remote_process_can_be_deleted;
+    rpc->get_info = remote_process_get_info;
+    rpc->wait_started = remote_process_wait_started;
+    rpc->run_qmp = remote_process_run_qmp;
+    rpc->end = remote_process_end;
+
+    object_class_property_add_str(oc, "executable",
+                                  remote_process_get_executable,
+                                  remote_process_set_executable);
+    object_class_property_set_description(oc, "executable",
+        "program to spawn (default: this QEMU binary)");
+    object_class_property_add(oc, "args", "strList", remote_process_get_args,
+                              remote_process_set_args, NULL, NULL);
+    object_class_property_set_description(oc, "args",
+        "arguments for the spawned process, one string each");
+    object_class_property_add_str(oc, "log", remote_process_get_log,
+                                  remote_process_set_log);
+    object_class_property_set_description(oc, "log",
+        "file for the spawned process's output (default: our stderr)");
+    object_class_property_add_str(oc, "fd", remote_process_get_fd_str,
+                                  remote_process_set_fd_str);
+    object_class_property_set_description(oc, "fd",
+        "attach: connected socket to the process's QMP monitor");
+    object_class_property_add_str(oc, "socket", remote_process_get_socket_path,
+                                  remote_process_set_socket_path);
+    object_class_property_set_description(oc, "socket",
+        "attach: UNIX socket path of the process's QMP monitor");
+    object_class_property_add(oc, "timeout", "uint32",
+                              remote_process_get_timeout,
+                              remote_process_set_timeout, NULL, NULL);
+    object_class_property_set_description(oc, "timeout",
+        "ms to wait for startup and for each answer (default 10000)");
+    object_class_property_add(oc, "pid", "int", remote_process_get_pid,
+                              NULL, NULL, NULL);
+    object_class_property_set_description(oc, "pid",
+        "process id, 0 until known");
+}
+
+static const TypeInfo remote_process_info = {
+    .name = TYPE_REMOTE_PROCESS,
+    .parent = TYPE_OBJECT,
+    .instance_size = sizeof(RemoteProcess),
+    .instance_init = remote_process_instance_init,
+    .instance_finalize = remote_process_finalize,
+    .class_size = sizeof(RemoteProcessClass),
+    .class_init = remote_process_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { TYPE_USER_CREATABLE },
+        { },
+    },
+};
+
+static void remote_process_register_types(void)
+{
+    type_register_static(&remote_process_info);
+}
+
+type_init(remote_process_register_types)
+module_obj(TYPE_REMOTE_PROCESS);
