@@ -125,7 +125,8 @@ static void remote_monitor_fail(RemoteMonitor *mon, const char *fmt, ...)
     va_end(ap);
     mon->phase = REMOTE_MONITOR_CLOSED;
     trace_remote_monitor_closed(mon->name, mon->closed_reason);
-    qemu_set_fd_handler(mon->fd, NULL, NULL, NULL);
+    aio_set_fd_handler(qemu_get_aio_context(), mon->fd, NULL, NULL, NULL,
+                       NULL, NULL);
 
     while ((call = QLIST_FIRST(&mon->calls))) {
         Error *err = NULL;
@@ -371,7 +372,12 @@ RemoteMonitor *remote_monitor_new(int fd, const char *name,
     QLIST_INIT(&mon->waiters);
     json_message_parser_init(&mon->parser, remote_monitor_emit, mon, NULL);
     qemu_socket_set_nonblock(fd);
-    qemu_set_fd_handler(fd, remote_monitor_readable, NULL, mon);
+    /*
+     * On the main AioContext, not the iohandler one: an HMP command waits
+     * for us in a nested aio_poll() of that context.
+     */
+    aio_set_fd_handler(qemu_get_aio_context(), fd, remote_monitor_readable,
+                       NULL, NULL, NULL, mon);
     return mon;
 }
 
@@ -513,8 +519,9 @@ QObject *coroutine_fn remote_monitor_call_co(RemoteMonitor *mon,
         QEMUTimer *wait_timer;
 
         QLIST_INSERT_HEAD(&mon->waiters, &w, next);
-        wait_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
-                                  remote_monitor_ready_timeout, &w);
+        wait_timer = aio_timer_new(qemu_get_aio_context(),
+                                   QEMU_CLOCK_REALTIME, SCALE_MS,
+                                   remote_monitor_ready_timeout, &w);
         timer_mod(wait_timer, deadline);
         /* woken by the handshake, a failure or the timer */
         while (!w.woken) {
@@ -539,8 +546,8 @@ QObject *coroutine_fn remote_monitor_call_co(RemoteMonitor *mon,
         error_free(call.err);
         return NULL;
     }
-    timer = timer_new_ms(QEMU_CLOCK_REALTIME, remote_monitor_call_timeout,
-                         &call);
+    timer = aio_timer_new(qemu_get_aio_context(), QEMU_CLOCK_REALTIME,
+                          SCALE_MS, remote_monitor_call_timeout, &call);
     timer_mod(timer, deadline);
     while (!call.done) {
         qemu_coroutine_yield();

@@ -4,7 +4,9 @@
  *
  * A spawned process gets one end of a socketpair as fd 3, serves QMP on it,
  * and is reaped by a GLib child watch; an attached one is reached through a
- * socket on which it serves QMP. Proxies plugged with remote=<id> get their
+ * socket on which it serves QMP. Everything waits on the main AioContext
+ * (fd handlers, timers, a pidfd for the child's exit), so that HMP commands,
+ * which wait in a nested aio_poll() of it, see progress. Proxies plugged with remote=<id> get their
  * device link by handing the remote one end of a new socketpair (getfd) and
  * creating an x-remote-object for it there (object-add).
  *
@@ -12,6 +14,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include "qapi/clone-visitor.h"
@@ -67,10 +70,11 @@ struct RemoteProcess {
     RemoteProcessState state;
     bool spawned;
     pid_t pid;                  /* 0 if unknown */
-    guint child_watch;          /* while a spawned process runs */
+    int pidfd;                  /* while a spawned process runs, else -1 */
     int wait_status;            /* as waitpid() gave it, once exited */
     char *kill_reason;          /* why we killed it, if we did */
     char *monitor_lost;         /* its monitor closed: why, if it did */
+    bool quitting;              /* asked to quit: it closes its monitor */
     char *failure;              /* why it stopped, once it did */
     RemoteMonitor *mon;
     QEMUTimer *deadline_timer;  /* startup; life without a monitor */
@@ -123,8 +127,8 @@ static void coroutine_fn remote_process_wait_leave(RemoteProcess *rp,
         RemoteProcessWaiter w = { .co = qemu_coroutine_self() };
 
         QLIST_INSERT_HEAD(&rp->waiters, &w, next);
-        timer = timer_new_ms(QEMU_CLOCK_REALTIME, remote_process_wait_timeout,
-                             &w);
+        timer = aio_timer_new(qemu_get_aio_context(), QEMU_CLOCK_REALTIME,
+                              SCALE_MS, remote_process_wait_timeout, &w);
         timer_mod(timer, deadline);
         while (!w.woken) {
             qemu_coroutine_yield();
@@ -153,14 +157,10 @@ static void remote_process_stopped(RemoteProcess *rp, RemoteProcessState state,
                                           reason);
 }
 
-static void remote_process_child_exited(GPid pid, gint status,
-                                        gpointer opaque)
+static void remote_process_child_exited(RemoteProcess *rp, int status)
 {
-    RemoteProcess *rp = opaque;
     g_autofree char *reason = NULL;
 
-    g_spawn_close_pid(pid);
-    rp->child_watch = 0;
     rp->wait_status = status;
     if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
         rp->kill_reason) {
@@ -171,7 +171,7 @@ static void remote_process_child_exited(GPid pid, gint status,
         reason = g_strdup_printf("exited with status %d",
                                  WEXITSTATUS(status));
     }
-    trace_remote_process_exited(remote_process_id(rp), pid, reason);
+    trace_remote_process_exited(remote_process_id(rp), rp->pid, reason);
     if (rp->state == REMOTE_PROCESS_STATE_STARTING) {
         g_autofree char *why = g_strdup_printf("%s during startup%s%s",
                                                reason,
@@ -181,6 +181,39 @@ static void remote_process_child_exited(GPid pid, gint status,
     } else {
         remote_process_stopped(rp, REMOTE_PROCESS_STATE_EXITED, reason);
     }
+}
+
+static void remote_process_unwatch_child(RemoteProcess *rp)
+{
+    aio_set_fd_handler(qemu_get_aio_context(), rp->pidfd, NULL, NULL, NULL,
+                       NULL, NULL);
+    close(rp->pidfd);
+    rp->pidfd = -1;
+}
+
+/* The pidfd of a child becomes readable when the child has exited */
+static void remote_process_pidfd_readable(void *opaque)
+{
+    RemoteProcess *rp = opaque;
+    int status;
+
+    if (waitpid(rp->pid, &status, WNOHANG) != rp->pid) {
+        return;
+    }
+    remote_process_unwatch_child(rp);
+    remote_process_child_exited(rp, status);
+}
+
+static bool remote_process_watch_child(RemoteProcess *rp, Error **errp)
+{
+    rp->pidfd = pidfd_open(rp->pid, 0);
+    if (rp->pidfd < 0) {
+        error_setg_errno(errp, errno, "cannot watch process %d", rp->pid);
+        return false;
+    }
+    aio_set_fd_handler(qemu_get_aio_context(), rp->pidfd,
+                       remote_process_pidfd_readable, NULL, NULL, NULL, rp);
+    return true;
 }
 
 static void G_GNUC_PRINTF(2, 3) remote_process_kill(RemoteProcess *rp,
@@ -199,6 +232,7 @@ static void G_GNUC_PRINTF(2, 3) remote_process_kill(RemoteProcess *rp,
 /* Asks a spawned process to quit: over its monitor, or with SIGTERM */
 static void remote_process_ask_to_quit(RemoteProcess *rp)
 {
+    rp->quitting = true;
     if (rp->mon && remote_monitor_is_ready(rp->mon)) {
         remote_monitor_send(rp->mon, "quit", NULL);
     } else {
@@ -225,9 +259,10 @@ static void remote_process_monitor_closed(void *opaque, const char *reason)
          * Useless without its monitor. Usually it is exiting anyway: give
          * it a moment before killing it; the child watch reports the end.
          */
-        if (rp->child_watch) {
+        if (rp->pidfd >= 0 && !rp->quitting) {
             rp->monitor_lost = g_strdup(reason);
-            timer_mod(rp->deadline_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+            timer_mod(rp->deadline_timer,
+                      qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
                       REMOTE_PROCESS_GRACE_MS);
         }
         return;
@@ -246,14 +281,14 @@ static void remote_process_deadline(void *opaque)
     g_autofree char *why = g_strdup_printf("did not answer within %u ms",
                                            rp->timeout_ms);
 
-    if (rp->monitor_lost && rp->child_watch) {
+    if (rp->monitor_lost && rp->pidfd >= 0) {
         remote_process_kill(rp, "its monitor %s", rp->monitor_lost);
         return;
     }
     if (rp->state != REMOTE_PROCESS_STATE_STARTING) {
         return;
     }
-    if (rp->spawned && rp->child_watch) {
+    if (rp->spawned && rp->pidfd >= 0) {
         remote_process_kill(rp, "%s", why);
         return;
     }
@@ -379,7 +414,12 @@ static bool remote_process_spawn(RemoteProcess *rp, Error **errp)
     trace_remote_process_spawned(remote_process_id(rp), pid, exe);
     rp->pid = pid;
     rp->spawned = true;
-    rp->child_watch = g_child_watch_add(pid, remote_process_child_exited, rp);
+    if (!remote_process_watch_child(rp, errp)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        close(sv[0]);
+        return false;
+    }
     rp->exit_notifier.notify = remote_process_main_exit;
     qemu_add_exit_notifier(&rp->exit_notifier);
     rp->mon = remote_monitor_new(sv[0], remote_process_id(rp), rp->timeout_ms,
@@ -680,11 +720,11 @@ static bool coroutine_fn remote_process_end(RemoteProcess *rp, bool force,
         }
         return true;
     }
-    if (rp->child_watch) {
+    if (rp->pidfd >= 0) {
         remote_process_ask_to_quit(rp);
         remote_process_wait_leave(rp, rp->state, rp->timeout_ms);
     }
-    if (rp->child_watch) {
+    if (rp->pidfd >= 0) {
         warn_report("remote process '%s' (pid %d) did not quit within %u ms;"
                     " killing it", remote_process_id(rp), rp->pid,
                     rp->timeout_ms);
@@ -704,7 +744,7 @@ static void remote_process_main_exit(Notifier *notifier, void *data)
     int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
                        rp->timeout_ms;
 
-    if (!rp->child_watch) {
+    if (rp->pidfd < 0) {
         return;
     }
     remote_process_ask_to_quit(rp);
@@ -720,14 +760,20 @@ static void remote_process_main_exit(Notifier *notifier, void *data)
 /* Reaps a process that outlives its object, killing it if it lingers */
 typedef struct RemoteProcessReaper {
     pid_t pid;
+    int pidfd;
     QEMUTimer *kill_timer;
 } RemoteProcessReaper;
 
-static void remote_process_reaped(GPid pid, gint status, gpointer opaque)
+static void remote_process_reaped(void *opaque)
 {
     RemoteProcessReaper *r = opaque;
 
-    g_spawn_close_pid(pid);
+    if (waitpid(r->pid, NULL, WNOHANG) != r->pid) {
+        return;
+    }
+    aio_set_fd_handler(qemu_get_aio_context(), r->pidfd, NULL, NULL, NULL,
+                       NULL, NULL);
+    close(r->pidfd);
     timer_free(r->kill_timer);
     g_free(r);
 }
@@ -743,19 +789,21 @@ static void remote_process_unparent(Object *obj)
 {
     RemoteProcess *rp = REMOTE_PROCESS(obj);
 
-    if (rp->child_watch) {
+    if (rp->pidfd >= 0) {
         RemoteProcessReaper *r = g_new0(RemoteProcessReaper, 1);
 
         /* object-del of a live process: ask it to quit, then insist */
         remote_process_ask_to_quit(rp);
-        g_source_remove(rp->child_watch);
-        rp->child_watch = 0;
         r->pid = rp->pid;
-        r->kill_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
-                                     remote_process_reaper_kill, r);
+        r->pidfd = rp->pidfd;
+        rp->pidfd = -1;
+        r->kill_timer = aio_timer_new(qemu_get_aio_context(),
+                                      QEMU_CLOCK_REALTIME, SCALE_MS,
+                                      remote_process_reaper_kill, r);
         timer_mod(r->kill_timer,
                   qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + rp->timeout_ms);
-        g_child_watch_add(rp->pid, remote_process_reaped, r);
+        aio_set_fd_handler(qemu_get_aio_context(), r->pidfd,
+                           remote_process_reaped, NULL, NULL, NULL, r);
     }
     if (rp->exit_notifier.notify) {
         qemu_remove_exit_notifier(&rp->exit_notifier);
@@ -771,8 +819,10 @@ static void remote_process_instance_init(Object *obj)
 
     rp->timeout_ms = REMOTE_PROCESS_DEFAULT_TIMEOUT_MS;
     rp->state = REMOTE_PROCESS_STATE_STARTING;
-    rp->deadline_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
-                                   remote_process_deadline, rp);
+    rp->pidfd = -1;
+    rp->deadline_timer = aio_timer_new(qemu_get_aio_context(),
+                                       QEMU_CLOCK_REALTIME, SCALE_MS,
+                                       remote_process_deadline, rp);
     QLIST_INIT(&rp->devices);
     QLIST_INIT(&rp->waiters);
 }

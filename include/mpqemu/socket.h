@@ -10,8 +10,8 @@
 
 /*
  * The connected UNIX stream socket that @fd_str names (a number, a name
- * passed with the monitor's getfd, or /dev/fdset/N of add-fd). @other_end says, for the hint, where
- * the other end of the socketpair goes.
+ * passed with the monitor's getfd, or /dev/fdset/N of add-fd). @other_end
+ * says, for the hint, where the other end of the socketpair goes.
  */
 int mpqemu_socket_from_param(const char *fd_str, const char *other_end,
                              Error **errp);
