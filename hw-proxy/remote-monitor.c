@@ -400,11 +400,6 @@ bool remote_monitor_is_ready(RemoteMonitor *mon)
     return mon->phase == REMOTE_MONITOR_READY;
 }
 
-bool remote_monitor_is_closed(RemoteMonitor *mon)
-{
-    return mon->phase == REMOTE_MONITOR_CLOSED;
-}
-
 static QObject *remote_monitor_finish(RemoteMonitorCall *call, Error **errp)
 {
     if (call->err) {

@@ -32,7 +32,6 @@ RemoteMonitor *remote_monitor_new(int fd, const char *name,
 void remote_monitor_free(RemoteMonitor *mon);
 
 bool remote_monitor_is_ready(RemoteMonitor *mon);
-bool remote_monitor_is_closed(RemoteMonitor *mon);
 
 /*
  * Runs @command with @args (may be NULL; not consumed) and returns what it
