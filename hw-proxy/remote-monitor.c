@@ -44,6 +44,8 @@ typedef struct RemoteMonitorCall {
     Error *err;
     Coroutine *co;          /* waiting in a coroutine, or NULL */
     bool detached;          /* nobody waits: report a failure, then free */
+    bool quiet;             /* detached, and its failure is expected */
+    RemoteMonitor *mon;
     QLIST_ENTRY(RemoteMonitorCall) next;
 } RemoteMonitorCall;
 
@@ -82,8 +84,10 @@ static void remote_monitor_complete(RemoteMonitorCall *call, QObject *ret,
 {
     QLIST_REMOVE(call, next);
     if (call->detached) {
-        if (err) {
+        if (err && !call->quiet) {
             warn_report_err(err);
+        } else {
+            error_free(err);
         }
         qobject_unref(ret);
         g_free(call);
@@ -484,7 +488,8 @@ static void remote_monitor_call_timeout(void *opaque)
     Error *err = NULL;
 
     if (!call->done) {
-        error_setg(&err, "no answer in time");
+        error_setg(&err, "remote process '%s' did not answer within %u ms",
+                   call->mon->name, call->mon->timeout_ms);
         remote_monitor_complete(call, NULL, err);
     }
 }
@@ -506,7 +511,7 @@ QObject *coroutine_fn remote_monitor_call_co(RemoteMonitor *mon,
 {
     int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
                        mon->timeout_ms;
-    RemoteMonitorCall call = { .co = qemu_coroutine_self() };
+    RemoteMonitorCall call = { .co = qemu_coroutine_self(), .mon = mon };
     QEMUTimer *timer;
 
     if (mon->phase < REMOTE_MONITOR_READY) {
@@ -552,7 +557,7 @@ QObject *coroutine_fn remote_monitor_call_co(RemoteMonitor *mon,
 }
 
 void remote_monitor_send(RemoteMonitor *mon, const char *command,
-                         QDict *args)
+                         QDict *args, bool report_failure)
 {
     RemoteMonitorCall *call;
     Error *err = NULL;
@@ -563,6 +568,8 @@ void remote_monitor_send(RemoteMonitor *mon, const char *command,
     call = g_new0(RemoteMonitorCall, 1);
     call->id = ++mon->last_id;
     call->detached = true;
+    call->quiet = !report_failure;
+    call->mon = mon;
     QLIST_INSERT_HEAD(&mon->calls, call, next);
     if (!remote_monitor_send_command(mon, call->id, command, args, -1,
                                      &err)) {

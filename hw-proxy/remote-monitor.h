@@ -45,8 +45,8 @@ QObject *remote_monitor_call_sync(RemoteMonitor *mon, const char *command,
 QObject *coroutine_fn remote_monitor_call_co(RemoteMonitor *mon,
                                              const char *command,
                                              QDict *args, Error **errp);
-/* Sends @command without waiting; a failure is only reported */
+/* Sends @command without waiting; a failure is reported, if asked to */
 void remote_monitor_send(RemoteMonitor *mon, const char *command,
-                         QDict *args);
+                         QDict *args, bool report_failure);
 
 #endif

@@ -30,6 +30,7 @@
 #include "system/system.h"
 #include "qom/object_interfaces.h"
 #include "qobject/qdict.h"
+#include "qobject/qnum.h"
 #include "mpqemu/remote-process.h"
 #include "mpqemu/socket.h"
 #include "proxy.h"
@@ -137,40 +138,46 @@ static void coroutine_fn remote_process_wait_leave(RemoteProcess *rp,
     }
 }
 
+/* REMOTE_PROCESS_EXITED; @status as waitpid() gave it, if @spawned */
+static void remote_process_send_exited(const char *id, pid_t pid,
+                                       bool spawned, int status,
+                                       const char *reason)
+{
+    qapi_event_send_remote_process_exited(id, pid != 0, pid,
+                                          spawned && WIFEXITED(status),
+                                          WEXITSTATUS(status),
+                                          spawned && WIFSIGNALED(status),
+                                          WTERMSIG(status), reason);
+}
+
+static char *remote_process_exit_reason(int status, const char *kill_reason)
+{
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && kill_reason) {
+        return g_strdup_printf("killed: %s", kill_reason);
+    } else if (WIFSIGNALED(status)) {
+        return g_strdup_printf("killed by signal %d", WTERMSIG(status));
+    }
+    return g_strdup_printf("exited with status %d", WEXITSTATUS(status));
+}
+
 static void remote_process_stopped(RemoteProcess *rp, RemoteProcessState state,
                                    const char *reason)
 {
-    const char *id = remote_process_id(rp);
-    bool exited = rp->spawned && WIFEXITED(rp->wait_status);
-    bool killed = rp->spawned && WIFSIGNALED(rp->wait_status);
-
     if (!rp->failure) {
         rp->failure = g_strdup(reason);
     }
     timer_del(rp->deadline_timer);
     remote_process_set_state(rp, state);
-    qapi_event_send_remote_process_exited(id, rp->pid != 0, rp->pid,
-                                          exited,
-                                          WEXITSTATUS(rp->wait_status),
-                                          killed,
-                                          WTERMSIG(rp->wait_status),
-                                          reason);
+    remote_process_send_exited(remote_process_id(rp), rp->pid, rp->spawned,
+                               rp->wait_status, reason);
 }
 
 static void remote_process_child_exited(RemoteProcess *rp, int status)
 {
-    g_autofree char *reason = NULL;
+    g_autofree char *reason = remote_process_exit_reason(status,
+                                                         rp->kill_reason);
 
     rp->wait_status = status;
-    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
-        rp->kill_reason) {
-        reason = g_strdup_printf("killed: %s", rp->kill_reason);
-    } else if (WIFSIGNALED(status)) {
-        reason = g_strdup_printf("killed by signal %d", WTERMSIG(status));
-    } else {
-        reason = g_strdup_printf("exited with status %d",
-                                 WEXITSTATUS(status));
-    }
     trace_remote_process_exited(remote_process_id(rp), rp->pid, reason);
     if (rp->state == REMOTE_PROCESS_STATE_STARTING) {
         g_autofree char *why = g_strdup_printf("%s during startup%s%s",
@@ -234,20 +241,59 @@ static void remote_process_ask_to_quit(RemoteProcess *rp)
 {
     rp->quitting = true;
     if (rp->mon && remote_monitor_is_ready(rp->mon)) {
-        remote_monitor_send(rp->mon, "quit", NULL);
+        remote_monitor_send(rp->mon, "quit", NULL, true);
     } else {
         kill(rp->pid, SIGTERM);
     }
 }
 
-static void remote_process_monitor_ready(void *opaque)
+static void remote_process_started(RemoteProcess *rp)
 {
-    RemoteProcess *rp = opaque;
-
     timer_del(rp->deadline_timer);
     remote_process_set_state(rp, REMOTE_PROCESS_STATE_RUNNING);
     qapi_event_send_remote_process_started(remote_process_id(rp),
                                            rp->pid != 0, rp->pid);
+}
+
+/*
+ * An attached process says who it is: the peer of a socket passed to us
+ * need not be the process at its other end (a socketpair's creator).
+ */
+static void coroutine_fn remote_process_identify_co(void *opaque)
+{
+    RemoteProcess *rp = opaque;
+    g_autoptr(QDict) args = qdict_new();
+    QObject *ret;
+    int64_t pid;
+
+    qdict_put_str(args, "path", "/machine");
+    qdict_put_str(args, "property", "pid");
+    ret = remote_monitor_call_co(rp->mon, "qom-get", args, NULL);
+    if (ret && qobject_type(ret) == QTYPE_QNUM &&
+        qnum_get_try_int(qobject_to(QNum, ret), &pid) && pid > 0 &&
+        pid <= INT_MAX) {
+        rp->pid = pid;
+    }
+    qobject_unref(ret);
+    /* the monitor may have gone, or the object, while we waited */
+    if (rp->mon && rp->state == REMOTE_PROCESS_STATE_STARTING) {
+        remote_process_started(rp);
+    }
+    object_unref(OBJECT(rp));
+}
+
+static void remote_process_monitor_ready(void *opaque)
+{
+    RemoteProcess *rp = opaque;
+    Coroutine *co;
+
+    if (rp->spawned) {
+        remote_process_started(rp);
+        return;
+    }
+    object_ref(OBJECT(rp));
+    co = qemu_coroutine_create(remote_process_identify_co, rp);
+    aio_co_schedule(qemu_get_aio_context(), co);
 }
 
 static void remote_process_monitor_closed(void *opaque, const char *reason)
@@ -297,6 +343,7 @@ static void remote_process_deadline(void *opaque)
 
 /* Everything the child needs, prepared before fork() */
 typedef struct RemoteProcessSpawn {
+    const char *path;           /* what to execute */
     char **argv;
     int monitor_fd;
     int stdin_fd;
@@ -327,7 +374,7 @@ static void G_NORETURN remote_process_child(RemoteProcessSpawn *s,
 #ifdef CONFIG_CLOSE_RANGE
     close_range(REMOTE_PROCESS_MONITOR_FD + 1, ~0U, 0);
 #endif
-    execv(s->argv[0], s->argv);
+    execv(s->path, s->argv);
     if (write(STDERR_FILENO, exec_failed, sizeof(exec_failed) - 1) < 0) {
         /* nowhere left to say it */
     }
@@ -362,19 +409,14 @@ static void remote_process_main_exit(Notifier *notifier, void *data);
 
 static bool remote_process_spawn(RemoteProcess *rp, Error **errp)
 {
-    g_autofree char *exe = rp->executable ? g_strdup(rp->executable)
-                                          : g_file_read_link("/proc/self/exe",
-                                                             NULL);
+    /* our own binary, even if a newer one replaced it on disk since */
+    g_autofree char *exe = g_strdup(rp->executable ?: "/proc/self/exe");
+    g_autofree char *argv0 = g_file_read_link("/proc/self/exe", NULL);
     RemoteProcessSpawn s = { .log_fd = STDERR_FILENO };
     pid_t parent = getpid();
     int sv[2];
     pid_t pid;
 
-    if (!exe) {
-        error_setg(errp, "cannot tell which QEMU binary runs; set "
-                   "executable=");
-        return false;
-    }
     if (access(exe, X_OK) < 0) {
         error_setg_errno(errp, errno, "cannot run '%s'", exe);
         return false;
@@ -394,7 +436,8 @@ static bool remote_process_spawn(RemoteProcess *rp, Error **errp)
         goto fail_stdin;
     }
     s.monitor_fd = sv[1];
-    s.argv = remote_process_argv(rp, exe);
+    s.path = exe;
+    s.argv = remote_process_argv(rp, rp->executable ?: argv0 ?: exe);
 
     pid = fork();
     if (pid == 0) {
@@ -438,8 +481,6 @@ fail_log:
 
 static bool remote_process_attach(RemoteProcess *rp, Error **errp)
 {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
     int fd;
 
     if (rp->fd_str) {
@@ -450,10 +491,6 @@ static bool remote_process_attach(RemoteProcess *rp, Error **errp)
     }
     if (fd < 0) {
         return false;
-    }
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
-        cred.pid > 0) {
-        rp->pid = cred.pid;
     }
     rp->mon = remote_monitor_new(fd, remote_process_id(rp), rp->timeout_ms,
                                  remote_process_monitor_ready,
@@ -555,8 +592,7 @@ int remote_process_plug(RemoteProcess *rp, PCIProxyDev *proxy,
     ret = remote_monitor_call_sync(rp->mon, "getfd", args, sv[1], errp);
     close(sv[1]);
     if (!ret) {
-        close(sv[0]);
-        return -1;
+        goto fail;
     }
     qobject_unref(ret);
 
@@ -568,14 +604,7 @@ int remote_process_plug(RemoteProcess *rp, PCIProxyDev *proxy,
     qdict_put_str(args, "fd", link_id);
     ret = remote_monitor_call_sync(rp->mon, "object-add", args, -1, errp);
     if (!ret) {
-        /* the fd stays with the monitor unless object-add took it */
-        qobject_unref(args);
-        args = qdict_new();
-        qdict_put_str(args, "fdname", link_id);
-        qobject_unref(remote_monitor_call_sync(rp->mon, "closefd", args, -1,
-                                               NULL));
-        close(sv[0]);
-        return -1;
+        goto fail;
     }
     qobject_unref(ret);
 
@@ -586,6 +615,24 @@ int remote_process_plug(RemoteProcess *rp, PCIProxyDev *proxy,
     object_ref(OBJECT(rp));
     trace_remote_process_plug(remote_process_id(rp), devid);
     return sv[0];
+
+fail:
+    /*
+     * Whatever the remote did or will still do of it (a command that timed
+     * out may yet run), undo it; what it did not do fails quietly.
+     */
+    if (rp->mon && remote_monitor_is_ready(rp->mon)) {
+        qobject_unref(args);
+        args = qdict_new();
+        qdict_put_str(args, "id", link_id);
+        remote_monitor_send(rp->mon, "object-del", args, false);
+        qobject_unref(args);
+        args = qdict_new();
+        qdict_put_str(args, "fdname", link_id);
+        remote_monitor_send(rp->mon, "closefd", args, false);
+    }
+    close(sv[0]);
+    return -1;
 }
 
 static void remote_process_forget(RemoteProcess *rp, RemoteProcessDevice *d)
@@ -615,13 +662,13 @@ void remote_process_unplug(RemoteProcess *rp, PCIProxyDev *proxy,
         g_autoptr(QDict) args = qdict_new();
 
         qdict_put_str(args, "id", link_id);
-        remote_monitor_send(rp->mon, "object-del", args);
+        remote_monitor_send(rp->mon, "object-del", args, true);
         if (delete_device) {
             /* the device goes with its proxy; its backend stays */
             qobject_unref(args);
             args = qdict_new();
             qdict_put_str(args, "id", d->devid);
-            remote_monitor_send(rp->mon, "device_del", args);
+            remote_monitor_send(rp->mon, "device_del", args, true);
         }
     }
     remote_process_forget(rp, d);
@@ -759,22 +806,30 @@ static void remote_process_main_exit(Notifier *notifier, void *data)
 
 /* Reaps a process that outlives its object, killing it if it lingers */
 typedef struct RemoteProcessReaper {
+    char *id;
     pid_t pid;
     int pidfd;
+    bool killed;
     QEMUTimer *kill_timer;
 } RemoteProcessReaper;
 
 static void remote_process_reaped(void *opaque)
 {
     RemoteProcessReaper *r = opaque;
+    g_autofree char *reason = NULL;
+    int status;
 
-    if (waitpid(r->pid, NULL, WNOHANG) != r->pid) {
+    if (waitpid(r->pid, &status, WNOHANG) != r->pid) {
         return;
     }
+    reason = remote_process_exit_reason(status, r->killed ?
+                                        "did not quit in time" : NULL);
+    remote_process_send_exited(r->id, r->pid, true, status, reason);
     aio_set_fd_handler(qemu_get_aio_context(), r->pidfd, NULL, NULL, NULL,
                        NULL, NULL);
     close(r->pidfd);
     timer_free(r->kill_timer);
+    g_free(r->id);
     g_free(r);
 }
 
@@ -782,6 +837,7 @@ static void remote_process_reaper_kill(void *opaque)
 {
     RemoteProcessReaper *r = opaque;
 
+    r->killed = true;
     kill(r->pid, SIGKILL);
 }
 
@@ -792,8 +848,13 @@ static void remote_process_unparent(Object *obj)
     if (rp->pidfd >= 0) {
         RemoteProcessReaper *r = g_new0(RemoteProcessReaper, 1);
 
-        /* object-del of a live process: ask it to quit, then insist */
-        remote_process_ask_to_quit(rp);
+        /*
+         * object-del of a live process: ask it to quit, then insist. Not
+         * with "quit" on its monitor: we close that right away, and a
+         * monitor drops the commands it has queued when its peer leaves.
+         */
+        kill(rp->pid, SIGTERM);
+        r->id = g_strdup(remote_process_id(rp));
         r->pid = rp->pid;
         r->pidfd = rp->pidfd;
         rp->pidfd = -1;

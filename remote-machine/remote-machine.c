@@ -17,6 +17,8 @@
 #include "hw/qdev-core.h"
 #include "hw/sysbus.h"
 #include "hw/hotplug.h"
+#include "qemu/rcu.h"
+#include "qapi/visitor.h"
 #include "exec/address-spaces.h"
 #include "system/runstate.h"
 #include "remote.h"
@@ -102,17 +104,21 @@ static void remote_pcihost_realize(DeviceState *dev, Error **errp)
     qbus_set_hotplug_handler(BUS(phb->bus), OBJECT(dev));
 }
 
+#define REMOTE_UNPLUG_RCU_ROUNDS 8
+
 /*
  * Devices come and go at once: there is no guest here to ask. A device
  * that an x-remote-object serves stays until that object is deleted.
+ * device_del returns once the device is gone with everything it held (its
+ * backend is free again), so that it can be created again at once.
  */
 static void remote_pcihost_plug(HotplugHandler *hotplug_dev, DeviceState *dev,
                                 Error **errp)
 {
 }
 
-static void remote_pcihost_unplug(HotplugHandler *hotplug_dev,
-                                  DeviceState *dev, Error **errp)
+static void remote_pcihost_unplug_request(HotplugHandler *hotplug_dev,
+                                          DeviceState *dev, Error **errp)
 {
     RemotePCIHost *host = REMOTE_PCIHOST(hotplug_dev);
     PCIDevice *pdev = PCI_DEVICE(dev);
@@ -125,6 +131,17 @@ static void remote_pcihost_unplug(HotplugHandler *hotplug_dev,
         return;
     }
     trace_remote_pcihost_unplug(pdev->devfn);
+    object_ref(OBJECT(dev));
+    object_unparent(OBJECT(dev));
+    /*
+     * The last other references go with RCU callbacks (old flat views of
+     * the address spaces that mapped its BARs), which may queue more.
+     */
+    for (int round = 0; round < REMOTE_UNPLUG_RCU_ROUNDS &&
+                        qatomic_read(&OBJECT(dev)->ref) > 1; round++) {
+        drain_call_rcu();
+    }
+    object_unref(OBJECT(dev));
 }
 
 static void remote_pcihost_class_init(ObjectClass *klass, void *data)
@@ -136,7 +153,7 @@ static void remote_pcihost_class_init(ObjectClass *klass, void *data)
     dc->user_creatable = false;
     dc->desc = "PCI host bridge of the x-remote machine";
     hc->plug = remote_pcihost_plug;
-    hc->unplug = remote_pcihost_unplug;
+    hc->unplug_request = remote_pcihost_unplug_request;
 }
 
 /* DMA to an address that is neither shared guest RAM nor a BAR */
@@ -223,6 +240,14 @@ static void remote_machine_set_auto_shutdown(Object *obj, bool value,
     REMOTE_MACHINE(obj)->auto_shutdown = value;
 }
 
+static void remote_machine_get_pid(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    int64_t pid = getpid();
+
+    visit_type_int(v, name, &pid, errp);
+}
+
 static void remote_machine_instance_init(Object *obj)
 {
     REMOTE_MACHINE(obj)->auto_shutdown = true;
@@ -245,6 +270,11 @@ static void remote_machine_class_init(ObjectClass *oc, void *data)
                                    remote_machine_set_auto_shutdown);
     object_class_property_set_description(oc, "auto-shutdown",
         "Exit once every proxy has disconnected and none can connect again");
+    /* how a main QEMU that attached to us through a socket learns who we are */
+    object_class_property_add(oc, "pid", "int", remote_machine_get_pid,
+                              NULL, NULL, NULL);
+    object_class_property_set_description(oc, "pid",
+        "Process id of this remote process");
 }
 
 static const TypeInfo remote_types[] = {
