@@ -399,6 +399,13 @@ void remote_monitor_free(RemoteMonitor *mon)
     g_free(mon);
 }
 
+void remote_monitor_disown(RemoteMonitor *mon)
+{
+    mon->ready = NULL;
+    mon->closed = NULL;
+    mon->opaque = NULL;
+}
+
 bool remote_monitor_is_ready(RemoteMonitor *mon)
 {
     return mon->phase == REMOTE_MONITOR_READY;

@@ -31,6 +31,9 @@ RemoteMonitor *remote_monitor_new(int fd, const char *name,
 /* Closes the connection; commands still waiting fail */
 void remote_monitor_free(RemoteMonitor *mon);
 
+/* Its owner goes: nobody is told of the handshake or the end any more */
+void remote_monitor_disown(RemoteMonitor *mon);
+
 bool remote_monitor_is_ready(RemoteMonitor *mon);
 
 /*

@@ -781,6 +781,18 @@ static bool coroutine_fn remote_process_end(RemoteProcess *rp, bool force,
     return true;
 }
 
+/* Blocks until @pid exits, killing it at @deadline (realtime ms) */
+static void remote_process_wait_exit(pid_t pid, int64_t deadline)
+{
+    while (waitpid(pid, NULL, WNOHANG) == 0) {
+        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) >= deadline) {
+            kill(pid, SIGKILL);
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+}
+
 /*
  * The main QEMU is exiting: give the process the time it needs to close its
  * images properly (it would die with us anyway, by PR_SET_PDEATHSIG).
@@ -788,30 +800,43 @@ static bool coroutine_fn remote_process_end(RemoteProcess *rp, bool force,
 static void remote_process_main_exit(Notifier *notifier, void *data)
 {
     RemoteProcess *rp = container_of(notifier, RemoteProcess, exit_notifier);
-    int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                       rp->timeout_ms;
 
     if (rp->pidfd < 0) {
         return;
     }
     remote_process_ask_to_quit(rp);
-    while (waitpid(rp->pid, NULL, WNOHANG) == 0) {
-        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) >= deadline) {
-            kill(rp->pid, SIGKILL);
-            break;
-        }
-        g_usleep(10 * 1000);
-    }
+    remote_process_wait_exit(rp->pid, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                             rp->timeout_ms);
 }
 
-/* Reaps a process that outlives its object, killing it if it lingers */
+/*
+ * Reaps a process that outlives its object (object-del, or the main QEMU's
+ * cleanup of its objects on the way out), killing it if it lingers. It
+ * keeps the monitor open until then: a monitor whose peer leaves drops
+ * the commands it has queued, "quit" included.
+ */
 typedef struct RemoteProcessReaper {
     char *id;
     pid_t pid;
     int pidfd;
+    RemoteMonitor *mon;
     bool killed;
+    int64_t deadline;           /* QEMU_CLOCK_REALTIME ms, then SIGKILL */
     QEMUTimer *kill_timer;
+    Notifier exit_notifier;
 } RemoteProcessReaper;
+
+static void remote_process_reaper_free(RemoteProcessReaper *r)
+{
+    qemu_remove_exit_notifier(&r->exit_notifier);
+    aio_set_fd_handler(qemu_get_aio_context(), r->pidfd, NULL, NULL, NULL,
+                       NULL, NULL);
+    close(r->pidfd);
+    remote_monitor_free(r->mon);
+    timer_free(r->kill_timer);
+    g_free(r->id);
+    g_free(r);
+}
 
 static void remote_process_reaped(void *opaque)
 {
@@ -825,12 +850,7 @@ static void remote_process_reaped(void *opaque)
     reason = remote_process_exit_reason(status, r->killed ?
                                         "did not quit in time" : NULL);
     remote_process_send_exited(r->id, r->pid, true, status, reason);
-    aio_set_fd_handler(qemu_get_aio_context(), r->pidfd, NULL, NULL, NULL,
-                       NULL, NULL);
-    close(r->pidfd);
-    timer_free(r->kill_timer);
-    g_free(r->id);
-    g_free(r);
+    remote_process_reaper_free(r);
 }
 
 static void remote_process_reaper_kill(void *opaque)
@@ -841,30 +861,46 @@ static void remote_process_reaper_kill(void *opaque)
     kill(r->pid, SIGKILL);
 }
 
+/* The main loop runs no more: wait here, within the deadline */
+static void remote_process_reaper_exit(Notifier *notifier, void *data)
+{
+    RemoteProcessReaper *r = container_of(notifier, RemoteProcessReaper,
+                                          exit_notifier);
+
+    remote_process_wait_exit(r->pid, r->deadline);
+}
+
+static void remote_process_hand_to_reaper(RemoteProcess *rp)
+{
+    RemoteProcessReaper *r = g_new0(RemoteProcessReaper, 1);
+
+    remote_process_ask_to_quit(rp);
+    r->id = g_strdup(remote_process_id(rp));
+    r->pid = rp->pid;
+    r->pidfd = rp->pidfd;
+    rp->pidfd = -1;
+    r->mon = rp->mon;
+    rp->mon = NULL;
+    if (r->mon) {
+        remote_monitor_disown(r->mon);
+    }
+    r->deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + rp->timeout_ms;
+    r->kill_timer = aio_timer_new(qemu_get_aio_context(), QEMU_CLOCK_REALTIME,
+                                  SCALE_MS, remote_process_reaper_kill, r);
+    timer_mod(r->kill_timer, r->deadline);
+    r->exit_notifier.notify = remote_process_reaper_exit;
+    qemu_add_exit_notifier(&r->exit_notifier);
+    aio_set_fd_handler(qemu_get_aio_context(), r->pidfd,
+                       remote_process_reaped, NULL, NULL, NULL, r);
+}
+
 static void remote_process_unparent(Object *obj)
 {
     RemoteProcess *rp = REMOTE_PROCESS(obj);
 
     if (rp->pidfd >= 0) {
-        RemoteProcessReaper *r = g_new0(RemoteProcessReaper, 1);
-
-        /*
-         * object-del of a live process: ask it to quit, then insist. Not
-         * with "quit" on its monitor: we close that right away, and a
-         * monitor drops the commands it has queued when its peer leaves.
-         */
-        kill(rp->pid, SIGTERM);
-        r->id = g_strdup(remote_process_id(rp));
-        r->pid = rp->pid;
-        r->pidfd = rp->pidfd;
-        rp->pidfd = -1;
-        r->kill_timer = aio_timer_new(qemu_get_aio_context(),
-                                      QEMU_CLOCK_REALTIME, SCALE_MS,
-                                      remote_process_reaper_kill, r);
-        timer_mod(r->kill_timer,
-                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + rp->timeout_ms);
-        aio_set_fd_handler(qemu_get_aio_context(), r->pidfd,
-                           remote_process_reaped, NULL, NULL, NULL, r);
+        /* object-del of a live process: ask it to quit, then insist */
+        remote_process_hand_to_reaper(rp);
     }
     if (rp->exit_notifier.notify) {
         qemu_remove_exit_notifier(&rp->exit_notifier);
