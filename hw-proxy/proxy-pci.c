@@ -18,6 +18,7 @@
 #include "hw/core/cpu.h"
 #include "qemu/main-loop.h"
 #include "migration/vmstate.h"
+#include "qapi/qapi-events-mpqemu.h"
 #include "mpqemu/socket.h"
 #include "proxy.h"
 #include "trace.h"
@@ -31,17 +32,22 @@ static const char *proxy_name(PCIProxyDev *dev)
     return d->id ? d->id : object_get_typename(OBJECT(dev));
 }
 
-static void proxy_fail(void *opaque, const char *reason)
+static void proxy_fail(void *opaque, RemoteDeviceFailureCause cause,
+                       const char *reason)
 {
     PCIProxyDev *dev = opaque;
+    RemoteProcess *rp = dev->remote_process;
+    g_autofree char *path = NULL;
+    pid_t pid;
 
     if (dev->failed) {
         return;
     }
     dev->failed = true;
+    dev->failure_cause = cause;
     trace_proxy_failed(proxy_name(dev), reason);
-    if (!DEVICE(dev)->realized) {
-        return;     /* realize reports the error itself */
+    if (dev->connecting) {
+        return;     /* realize or reattach reports the error itself */
     }
     error_report("x-pci-proxy-dev %s: %s; the device is now offline "
                  "(reads return all-ones, writes are dropped)",
@@ -49,6 +55,16 @@ static void proxy_fail(void *opaque, const char *reason)
     proxy_ioeventfd_clear(dev);
     dev->intx_level = false;
     pci_set_irq(PCI_DEVICE(dev), 0);
+
+    path = object_get_canonical_path(OBJECT(dev));
+    pid = rp ? remote_process_pid(rp) : dev->peer_pid;
+    qapi_event_send_remote_device_failed(path, DEVICE(dev)->id,
+                                         rp ? remote_process_name(rp) : NULL,
+                                         rp ? remote_process_devid(rp, dev) :
+                                         NULL, pid != 0, pid, cause, reason);
+    if (rp) {
+        remote_process_device_failed(rp, dev, cause, reason);
+    }
 }
 
 static void proxy_notify(void *opaque, MPQemuMsg *msg)
@@ -64,7 +80,8 @@ static void proxy_notify(void *opaque, MPQemuMsg *msg)
 
         if (!proxy_ioeventfd_apply(dev, msg, &err)) {
             /* a remote that does not keep to the protocol loses its device */
-            proxy_link_break(&dev->link, err);
+            proxy_link_break(&dev->link, REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL,
+                             err);
         }
     } else if (msg->hdr.cmd == MPQEMU_CMD_MSI) {
         MSIMessage m = {
@@ -100,7 +117,7 @@ static bool proxy_call(PCIProxyDev *dev, MPQemuMsg *req, MPQemuMsg *reply)
 {
     Error *err = NULL;
 
-    if (dev->failed) {
+    if (!proxy_is_connected(dev)) {
         return false;
     }
     if (!proxy_link_call(&dev->link, req, reply, &err)) {
@@ -118,15 +135,23 @@ static bool proxy_config_local(uint32_t addr)
            addr == PCI_INTERRUPT_LINE;
 }
 
+static void proxy_config_access_init(MPQemuMsg *req, bool write,
+                                     uint32_t addr, int len, uint32_t val)
+{
+    mpqemu_msg_init(req, write ? MPQEMU_CMD_CONFIG_WRITE :
+                    MPQEMU_CMD_CONFIG_READ, 0, 0, sizeof(MPQemuConfigAccess));
+    req->u.config.offset = cpu_to_le32(addr);
+    req->u.config.len = cpu_to_le32(len);
+    req->u.config.value = cpu_to_le32(val);
+}
+
+/* For the guest: a failure costs it this access */
 static bool proxy_config_remote_read(PCIProxyDev *dev, uint32_t addr, int len,
                                      uint32_t *val)
 {
     MPQemuMsg req, reply;
 
-    mpqemu_msg_init(&req, MPQEMU_CMD_CONFIG_READ, 0, 0,
-                    sizeof(MPQemuConfigAccess));
-    req.u.config.offset = cpu_to_le32(addr);
-    req.u.config.len = cpu_to_le32(len);
+    proxy_config_access_init(&req, false, addr, len, 0);
     if (!proxy_call(dev, &req, &reply)) {
         return false;
     }
@@ -143,7 +168,7 @@ static uint32_t proxy_config_read(PCIDevice *pdev, uint32_t addr, int len)
         return pci_default_read_config(pdev, addr, len);
     }
     if (!proxy_config_remote_read(dev, addr, len, &val)) {
-        val = dev->failed ? UINT32_MAX : 0;
+        val = proxy_is_connected(dev) ? 0 : UINT32_MAX;
     }
     for (int i = 0; i < len; i++) {
         if (proxy_config_local(addr + i)) {
@@ -168,11 +193,7 @@ static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
         return;
     }
     /* Remotely too: the device acts on command bits and its BAR addresses */
-    mpqemu_msg_init(&req, MPQEMU_CMD_CONFIG_WRITE, 0, 0,
-                    sizeof(MPQemuConfigAccess));
-    req.u.config.offset = cpu_to_le32(addr);
-    req.u.config.len = cpu_to_le32(len);
-    req.u.config.value = cpu_to_le32(val);
+    proxy_config_access_init(&req, true, addr, len, val);
     proxy_call(dev, &req, &reply);
 }
 
@@ -188,7 +209,7 @@ static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
     Error *err = NULL;
     bool ok;
 
-    if (r->dev->failed) {
+    if (!proxy_is_connected(r->dev)) {
         return false;
     }
     if (relock) {
@@ -295,7 +316,7 @@ static bool proxy_hello(PCIProxyDev *dev, Error **errp)
     req.u.hello.version = cpu_to_le32(MPQEMU_VERSION);
     req.u.hello.features = cpu_to_le64(proxy_wanted_features(dev));
     if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
-        if (dev->failed) {
+        if (dev->link.dead) {
             error_append_hint(errp, "Is the remote process running? Its "
                               "own output says why it stopped\n");
         } else {
@@ -323,8 +344,11 @@ static bool proxy_hello(PCIProxyDev *dev, Error **errp)
     return true;
 }
 
-/* Create the BARs and the ROM BAR the remote device has, with its sizes */
-static bool proxy_setup_regions(PCIProxyDev *dev, Error **errp)
+/*
+ * Create the BARs and the ROM BAR the remote device has, with its sizes;
+ * or, with @again (a reattach), check that the device has the same ones.
+ */
+static bool proxy_setup_regions(PCIProxyDev *dev, bool again, Error **errp)
 {
     PCIDevice *pdev = PCI_DEVICE(dev);
     MPQemuMsg req, reply;
@@ -344,26 +368,16 @@ static bool proxy_setup_regions(PCIProxyDev *dev, Error **errp)
         g_autofree char *name = NULL;
         uint8_t type;
 
-        if (!size) {
-            continue;
-        }
-        if (!is_power_of_2(size) || size > limit ||
+        if (size && (!is_power_of_2(size) || size > limit ||
             (flags & ~MPQEMU_REGION_FLAGS_ALL) ||
             (io && (flags & ~MPQEMU_REGION_IO)) ||
             (i == PCI_ROM_SLOT && flags) ||
             (mem64 && (i >= PCI_ROM_SLOT - 1 ||
-                       le64_to_cpu(info->region[i + 1].size)))) {
+                       le64_to_cpu(info->region[i + 1].size))))) {
             error_setg(errp, "remote device reports an invalid region %d "
                        "(size 0x%" PRIx64 ", flags 0x%x)", i, size, flags);
             return false;
         }
-        dev->region[i] = (ProxyRegion) {
-            .dev = dev, .size = size, .index = i, .io = io,
-        };
-        name = g_strdup_printf("%s-%s%d", proxy_name(dev),
-                               i == PCI_ROM_SLOT ? "rom" : "bar", i);
-        memory_region_init_io(&dev->region[i].mr, OBJECT(dev),
-                              &proxy_region_ops, &dev->region[i], name, size);
         if (io) {
             type = PCI_BASE_ADDRESS_SPACE_IO;
         } else {
@@ -372,6 +386,28 @@ static bool proxy_setup_regions(PCIProxyDev *dev, Error **errp)
                    (flags & MPQEMU_REGION_PREFETCH ?
                     PCI_BASE_ADDRESS_MEM_PREFETCH : 0);
         }
+        if (again) {
+            if (size != dev->region[i].size ||
+                (size && type != pdev->io_regions[i].type)) {
+                error_setg(errp, "the device has another %s %d than the "
+                           "one the proxy stands in for (size 0x%" PRIx64
+                           ", was 0x%" PRIx64 ")",
+                           i == PCI_ROM_SLOT ? "ROM BAR" : "BAR", i, size,
+                           dev->region[i].size);
+                return false;
+            }
+            continue;
+        }
+        if (!size) {
+            continue;
+        }
+        dev->region[i] = (ProxyRegion) {
+            .dev = dev, .size = size, .index = i, .io = io,
+        };
+        name = g_strdup_printf("%s-%s%d", proxy_name(dev),
+                               i == PCI_ROM_SLOT ? "rom" : "bar", i);
+        memory_region_init_io(&dev->region[i].mr, OBJECT(dev),
+                              &proxy_region_ops, &dev->region[i], name, size);
         pci_register_bar(pdev, i, type, &dev->region[i].mr);
     }
     return true;
@@ -460,30 +496,50 @@ static bool proxy_setup_hints(PCIProxyDev *dev, Error **errp)
     return true;
 }
 
-/* Take the identity of the remote device: IDs, class, interrupt pin */
-static bool proxy_setup_identity(PCIProxyDev *dev, Error **errp)
+/*
+ * Take the identity of the remote device: IDs, class, interrupt pin; or,
+ * with @again (a reattach), check that the device has the same one.
+ */
+static bool proxy_setup_identity(PCIProxyDev *dev, bool again, Error **errp)
 {
     static const struct {
         uint32_t offset;
         int len;
+        const char *what;
     } copied[] = {
-        { PCI_VENDOR_ID, 4 },               /* vendor and device ID */
-        { PCI_CLASS_REVISION, 4 },          /* revision and class code */
-        { PCI_HEADER_TYPE, 1 },
-        { PCI_SUBSYSTEM_VENDOR_ID, 4 },     /* subsystem IDs */
-        { PCI_INTERRUPT_PIN, 1 },
+        { PCI_VENDOR_ID, 4, "vendor and device ID" },
+        { PCI_CLASS_REVISION, 4, "class code and revision" },
+        { PCI_HEADER_TYPE, 1, "header type" },
+        { PCI_SUBSYSTEM_VENDOR_ID, 4, "subsystem IDs" },
+        { PCI_INTERRUPT_PIN, 1, "interrupt pin" },
     };
     PCIDevice *pdev = PCI_DEVICE(dev);
 
     for (int i = 0; i < ARRAY_SIZE(copied); i++) {
-        uint32_t val;
+        uint32_t offset = copied[i].offset;
+        MPQemuMsg req, reply;
+        uint32_t val, was;
 
-        if (!proxy_config_remote_read(dev, copied[i].offset, copied[i].len,
-                                      &val)) {
-            error_setg(errp, "cannot read the remote device's config space");
+        proxy_config_access_init(&req, false, offset, copied[i].len, 0);
+        if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
+            error_prepend(errp, "cannot read the remote device's config "
+                          "space: ");
             return false;
         }
-        switch (copied[i].offset) {
+        val = le64_to_cpu(reply.u.value.value);
+        if (copied[i].len == 1) {
+            val &= 0xff;
+            was = pdev->config[offset];
+        } else {
+            was = pci_get_long(pdev->config + offset);
+        }
+        /* the header type is checked below, and not kept */
+        if (again && offset != PCI_HEADER_TYPE && val != was) {
+            error_setg(errp, "the device has %s 0x%x, the one the proxy "
+                       "stands in for had 0x%x", copied[i].what, val, was);
+            return false;
+        }
+        switch (offset) {
         case PCI_HEADER_TYPE:
             if ((val & ~PCI_HEADER_TYPE_MULTI_FUNCTION) !=
                 PCI_HEADER_TYPE_NORMAL) {
@@ -501,7 +557,7 @@ static bool proxy_setup_identity(PCIProxyDev *dev, Error **errp)
             pdev->config[PCI_INTERRUPT_PIN] = val;
             break;
         default:
-            pci_set_long(pdev->config + copied[i].offset, val);
+            pci_set_long(pdev->config + offset, val);
             break;
         }
     }
@@ -510,13 +566,40 @@ static bool proxy_setup_identity(PCIProxyDev *dev, Error **errp)
 
 bool proxy_is_connected(PCIProxyDev *dev)
 {
-    return !dev->failed;
+    return !dev->failed && !dev->connecting;
+}
+
+const char *proxy_failure(PCIProxyDev *dev, RemoteDeviceFailureCause *cause)
+{
+    if (!dev->failed) {
+        return NULL;
+    }
+    *cause = dev->failure_cause;
+    return dev->link.broken ?: "not connected";
 }
 
 void proxy_detach_remote_process(PCIProxyDev *dev, Error *err)
 {
     dev->remote_process = NULL;
-    proxy_link_break(&dev->link, err);
+    proxy_link_break(&dev->link, REMOTE_DEVICE_FAILURE_CAUSE_ENDED, err);
+}
+
+void proxy_fail_with(PCIProxyDev *dev, RemoteDeviceFailureCause cause,
+                     Error *err)
+{
+    proxy_link_break(&dev->link, cause, err);
+}
+
+/* Who is at the other end of a socket we connected: the listener */
+static pid_t proxy_socket_peer_pid(int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        return 0;
+    }
+    return cred.pid;
 }
 
 /* Our end of the link, from whichever of fd=, socket= or remote= is set */
@@ -525,6 +608,7 @@ static int proxy_open_link(PCIProxyDev *dev, Error **errp)
     RemoteProcess *rp;
     int fd;
 
+    dev->peer_pid = 0;
     if (!!dev->fd_str + !!dev->socket_path + !!dev->remote_id != 1) {
         error_setg(errp, "x-pci-proxy-dev needs exactly one of fd=<socket fd>,"
                    " socket=<path> and remote=<x-remote-process id> to reach "
@@ -537,11 +621,16 @@ static int proxy_open_link(PCIProxyDev *dev, Error **errp)
         return -1;
     }
     if (dev->fd_str) {
+        /* a socketpair's peer credentials are its creator's: not asked */
         return mpqemu_socket_from_param(dev->fd_str, "the remote process's "
                                         "x-remote-object", errp);
     }
     if (dev->socket_path) {
-        return proxy_connect(dev, errp);
+        fd = proxy_connect(dev, errp);
+        if (fd >= 0) {
+            dev->peer_pid = proxy_socket_peer_pid(fd);
+        }
+        return fd;
     }
     rp = remote_process_find(dev->remote_id, errp);
     if (!rp) {
@@ -564,32 +653,32 @@ static void proxy_close_link(PCIProxyDev *dev, bool unplug)
     }
 }
 
-static void proxy_realize(PCIDevice *pdev, Error **errp)
+/*
+ * Opens the link to the device and sets up everything the fast path and
+ * DMA need. The first time (realize) the proxy takes the device's identity
+ * and BARs; @again (a reattach), it checks that they are the same. The
+ * guest sees the device offline meanwhile.
+ */
+static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
 {
-    PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
     int fd;
-
-    if (!dev->timeout_ms) {
-        error_setg(errp, "timeout must be at least 1 ms");
-        return;
-    }
 
     fd = proxy_open_link(dev, errp);
     if (fd < 0) {
-        return;
+        return false;
     }
     qemu_socket_set_nonblock(fd);
     dev->failed = false;
+    dev->connecting = true;
     proxy_link_open(&dev->link, fd, dev->timeout_ms, proxy_notify, proxy_fail,
                     dev);
 
     if (!proxy_hello(dev, errp) ||
-        !proxy_setup_identity(dev, errp) ||
-        !proxy_setup_regions(dev, errp) ||
+        !proxy_setup_identity(dev, again, errp) ||
+        !proxy_setup_regions(dev, again, errp) ||
         !proxy_setup_hints(dev, errp) ||
         !proxy_memory_start(&dev->memory, &dev->link, proxy_name(dev), errp)) {
-        proxy_close_link(dev, false);
-        return;
+        goto fail;
     }
     if (dev->features & MPQEMU_FEATURE_RING) {
         Error *err = NULL;
@@ -605,10 +694,112 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
     if (dev->failed) {
         error_setg(errp, "%s", dev->link.broken ?: "the remote process "
                    "failed");
-        proxy_memory_stop(&dev->memory);
-        proxy_ioeventfd_clear(dev);
-        proxy_close_link(dev, false);
+        goto fail;
     }
+    dev->connecting = false;
+    return true;
+
+fail:
+    proxy_memory_stop(&dev->memory);
+    proxy_ioeventfd_clear(dev);
+    proxy_close_link(dev, false);
+    dev->failed = true;
+    dev->connecting = false;
+    return false;
+}
+
+static void proxy_realize(PCIDevice *pdev, Error **errp)
+{
+    PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
+
+    if (!dev->timeout_ms) {
+        error_setg(errp, "timeout must be at least 1 ms");
+        return;
+    }
+    proxy_connect_device(dev, false, errp);
+}
+
+/*
+ * x-reattach-proxy: the proxy failed, and the device it stood in for is
+ * back, or a replacement for it. The device starts out reset; the guest
+ * finds it as its driver's error handling expects to after a reset, with
+ * the command register (memory decoding, bus mastering) it last wrote.
+ */
+static bool proxy_reattach(PCIProxyDev *dev, const char *remote,
+                           const char *devid, const char *socket,
+                           Error **errp)
+{
+    ERRP_GUARD();
+    g_autofree char *old_devid = NULL;
+    MPQemuMsg req, reply;
+
+    if (!dev->failed || dev->connecting) {
+        error_setg(errp, "x-pci-proxy-dev %s is connected; only a failed "
+                   "proxy can be reattached", proxy_name(dev));
+        return false;
+    }
+    if (socket && (remote || devid)) {
+        error_setg(errp, "give either remote (and devid) or socket");
+        return false;
+    }
+    if (!socket && !remote && !dev->remote_id && !dev->socket_path) {
+        error_setg(errp, "x-pci-proxy-dev %s was given its connection as a "
+                   "file descriptor; say where the device is now with "
+                   "remote or socket", proxy_name(dev));
+        return false;
+    }
+    if (remote && !devid && !dev->devid) {
+        error_setg(errp, "devid is needed: x-pci-proxy-dev %s had none",
+                   proxy_name(dev));
+        return false;
+    }
+
+    /* leave the old process (if any) and whatever is left of the link */
+    proxy_memory_stop(&dev->memory);
+    proxy_ioeventfd_clear(dev);
+    proxy_close_link(dev, false);
+
+    if (socket) {
+        g_free(dev->socket_path);
+        dev->socket_path = g_strdup(socket);
+        g_clear_pointer(&dev->remote_id, g_free);
+        g_clear_pointer(&dev->devid, g_free);
+        g_clear_pointer(&dev->fd_str, g_free);
+    } else if (remote || devid) {
+        old_devid = dev->devid;
+        dev->devid = g_strdup(devid ?: old_devid);
+        if (remote) {
+            g_free(dev->remote_id);
+            dev->remote_id = g_strdup(remote);
+        }
+        g_clear_pointer(&dev->socket_path, g_free);
+        g_clear_pointer(&dev->fd_str, g_free);
+    }
+
+    if (!proxy_connect_device(dev, true, errp)) {
+        error_prepend(errp, "x-pci-proxy-dev %s stays offline: ",
+                      proxy_name(dev));
+        return false;
+    }
+    proxy_config_access_init(&req, true, PCI_COMMAND, 2,
+                             pci_get_word(PCI_DEVICE(dev)->config +
+                                          PCI_COMMAND));
+    if (!proxy_link_call(&dev->link, &req, &reply, errp)) {
+        error_prepend(errp, "x-pci-proxy-dev %s: cannot restore the command "
+                      "register: ", proxy_name(dev));
+        /* failed, or the device refused: either way it is not usable */
+        if (!dev->failed) {
+            proxy_fail_with(dev, REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL,
+                            error_copy(*errp));
+        }
+        return false;
+    }
+    trace_proxy_reattached(proxy_name(dev), dev->remote_id ?: dev->socket_path,
+                           dev->devid ?: "");
+    info_report("x-pci-proxy-dev %s: connected again, to %s%s%s",
+                proxy_name(dev), dev->remote_id ?: dev->socket_path,
+                dev->devid ? " device " : "", dev->devid ?: "");
+    return true;
 }
 
 static void proxy_exit(PCIDevice *pdev)
@@ -662,7 +853,9 @@ static void proxy_class_init(ObjectClass *klass, void *data)
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
     PCIDeviceClass *k = PCI_DEVICE_CLASS(klass);
+    PCIProxyDevClass *pc = PCI_PROXY_DEV_CLASS(klass);
 
+    pc->reattach = proxy_reattach;
     k->realize = proxy_realize;
     k->exit = proxy_exit;
     k->config_read = proxy_config_read;
@@ -678,6 +871,7 @@ static const TypeInfo proxy_info = {
     .name = TYPE_PCI_PROXY_DEV,
     .parent = TYPE_PCI_DEVICE,
     .instance_size = sizeof(PCIProxyDev),
+    .class_size = sizeof(PCIProxyDevClass),
     .instance_init = proxy_instance_init,
     .instance_finalize = proxy_instance_finalize,
     .class_init = proxy_class_init,

@@ -126,12 +126,15 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
         if (left_ms <= 0) {
             error_setg(&err, "the remote process did not answer within "
                        "%u ms", link->timeout_ms);
-            proxy_link_break_locked(link, err);
+            proxy_link_break_locked(link, REMOTE_DEVICE_FAILURE_CAUSE_TIMEOUT,
+                                    err);
             break;
         }
         if (poll(pfd, 2, left_ms) < 0 && errno != EINTR) {
             error_setg_errno(&err, errno, "remote link: poll");
-            proxy_link_break_locked(link, err);
+            proxy_link_break_locked(link,
+                                    REMOTE_DEVICE_FAILURE_CAUSE_DISCONNECTED,
+                                    err);
             break;
         }
         if (pfd[0].revents) {
@@ -292,7 +295,8 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
             error_setg(&err, "the remote process did not send the %u "
                        "notifications it announced", notify_seq -
                        link->notify_count);
-            proxy_link_break_locked(link, err);
+            proxy_link_break_locked(link, REMOTE_DEVICE_FAILURE_CAUSE_TIMEOUT,
+                                    err);
         }
         if (link->dead || !proxy_link_take_notifications(link, left_ms)) {
             error_setg(errp, "%s (waiting for a BAR access)", link->broken);

@@ -89,12 +89,14 @@ void proxy_link_close(ProxyLink *link)
 }
 
 /* With the link lock: no more requests; the rest happens under the BQL */
-void proxy_link_break_locked(ProxyLink *link, Error *err)
+void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
+                             Error *err)
 {
     if (!link->dead) {
         link->dead = true;
         g_free(link->broken);
         link->broken = g_strdup(error_get_pretty(err));
+        link->broken_cause = cause;
     }
     error_free(err);
 }
@@ -126,7 +128,7 @@ static void proxy_link_settle(ProxyLink *link)
     if (dead_fd >= 0) {
         qemu_set_fd_handler(dead_fd, NULL, NULL, NULL);
         close(dead_fd);
-        link->fail(link->opaque, link->broken);
+        link->fail(link->opaque, link->broken_cause, link->broken);
     }
 }
 
@@ -137,11 +139,12 @@ static void proxy_link_unlock_and_settle(ProxyLink *link);
  * model could tell (a notification it refused): end the link as if the
  * remote had sent garbage.
  */
-void proxy_link_break(ProxyLink *link, Error *err)
+void proxy_link_break(ProxyLink *link, RemoteDeviceFailureCause cause,
+                      Error *err)
 {
     assert(bql_locked());
     qemu_mutex_lock(&link->lock);
-    proxy_link_break_locked(link, err);
+    proxy_link_break_locked(link, cause, err);
     proxy_link_unlock_and_settle(link);
 }
 
@@ -178,6 +181,7 @@ static void proxy_link_unlock_and_settle(ProxyLink *link)
 static int proxy_link_recv_locked(ProxyLink *link, MPQemuMsg *msg,
                                   int timeout_ms)
 {
+    RemoteDeviceFailureCause cause = REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL;
     Error *err = NULL;
     int ret;
 
@@ -188,6 +192,10 @@ static int proxy_link_recv_locked(ProxyLink *link, MPQemuMsg *msg,
     if (ret == -EPIPE || ret == -ECONNRESET) {
         g_clear_pointer(&err, error_free);
         error_setg(&err, "the remote process closed the connection");
+        cause = REMOTE_DEVICE_FAILURE_CAUSE_DISCONNECTED;
+    } else if (ret == -ETIMEDOUT) {
+        error_prepend(&err, "remote link: ");
+        cause = REMOTE_DEVICE_FAILURE_CAUSE_TIMEOUT;
     } else if (ret < 0) {
         error_prepend(&err, "remote link: ");
     } else if (!mpqemu_msg_check(msg, MPQEMU_PEER_PROXY, &err)) {
@@ -196,7 +204,7 @@ static int proxy_link_recv_locked(ProxyLink *link, MPQemuMsg *msg,
         ret = -EPROTO;
     }
     if (ret < 0) {
-        proxy_link_break_locked(link, err);
+        proxy_link_break_locked(link, cause, err);
     }
     return ret;
 }
@@ -225,7 +233,8 @@ bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
             error_setg(&err, "the remote process sent a %s reply (id %"
                        PRIu64 ") nobody asked for",
                        mpqemu_cmd_name(msg.hdr.cmd), msg.hdr.id);
-            proxy_link_break_locked(link, err);
+            proxy_link_break_locked(link,
+                                    REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL, err);
             return false;
         }
         proxy_link_queue_locked(link, &msg);
@@ -282,7 +291,9 @@ static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
         error_prepend(&err, "remote link: ");
     }
     if (ret < 0) {
-        proxy_link_break_locked(link, err);
+        proxy_link_break_locked(link, ret == -EPIPE || ret == -ECONNRESET ?
+                                REMOTE_DEVICE_FAILURE_CAUSE_DISCONNECTED :
+                                REMOTE_DEVICE_FAILURE_CAUSE_TIMEOUT, err);
         error_setg(errp, "%s (sending %s)", link->broken, name);
         return false;
     }
@@ -295,7 +306,8 @@ static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
         if (left_ms <= 0) {
             error_setg(&err, "the remote process did not answer within "
                        "%u ms", link->timeout_ms);
-            proxy_link_break_locked(link, err);
+            proxy_link_break_locked(link, REMOTE_DEVICE_FAILURE_CAUSE_TIMEOUT,
+                                    err);
         }
         if (link->dead || proxy_link_recv_locked(link, reply, left_ms) < 0) {
             error_setg(errp, "%s (waiting for the reply to %s)",
@@ -312,7 +324,8 @@ static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,
                        " to %s id %" PRIu64, mpqemu_cmd_name(reply->hdr.cmd),
                        reply->hdr.id, name, req->hdr.id);
             error_propagate(errp, error_copy(err));
-            proxy_link_break_locked(link, err);
+            proxy_link_break_locked(link, REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL,
+                                    err);
             return false;
         }
         return mpqemu_reply_ok(reply, errp);

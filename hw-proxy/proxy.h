@@ -13,12 +13,11 @@
 #include "mpqemu/channel.h"
 #include "mpqemu/ring.h"
 #include "mpqemu/remote-process.h"
-
-#define TYPE_PCI_PROXY_DEV "x-pci-proxy-dev"
-OBJECT_DECLARE_SIMPLE_TYPE(PCIProxyDev, PCI_PROXY_DEV)
+#include "mpqemu/proxy-device.h"
 
 typedef void ProxyNotifyFn(void *opaque, MPQemuMsg *msg);
-typedef void ProxyFailFn(void *opaque, const char *reason);
+typedef void ProxyFailFn(void *opaque, RemoteDeviceFailureCause cause,
+                         const char *reason);
 
 /* The request/reply channel to one remote device (proxy-rpc.c) */
 typedef struct ProxyLink {
@@ -32,6 +31,7 @@ typedef struct ProxyLink {
     ProxyNotifyFn *notify;  /* applies a notification, with the BQL */
     ProxyFailFn *fail;      /* called once, with the BQL, when it breaks */
     char *broken;           /* why it broke */
+    RemoteDeviceFailureCause broken_cause;
     void *opaque;
     uint32_t notify_count;  /* notifications received on this connection */
 
@@ -58,9 +58,11 @@ bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
                            uint64_t offset, uint8_t size, uint64_t *value,
                            bool posted, Error **errp);
 void proxy_link_close(ProxyLink *link);
-void proxy_link_break(ProxyLink *link, Error *err);
+void proxy_link_break(ProxyLink *link, RemoteDeviceFailureCause cause,
+                      Error *err);
 /* For proxy-ring.c, with the link lock held */
-void proxy_link_break_locked(ProxyLink *link, Error *err);
+void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
+                             Error *err);
 bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);
 
 /* proxy-ring.c */
@@ -135,13 +137,21 @@ struct PCIProxyDev {
     unsigned nr_ioeventfds;
     bool intx_level;        /* as the remote last set it */
     bool failed;
+    bool connecting;        /* realize or reattach: the guest waits */
+    RemoteDeviceFailureCause failure_cause;     /* once failed */
+    pid_t peer_pid;         /* of the remote at socket=, 0 if unknown */
     RemoteProcess *remote_process;  /* that created our device link */
 };
 
 /* proxy-pci.c */
 bool proxy_is_connected(PCIProxyDev *dev);
+/* Why it failed, if it did (proxy_is_connected() false) */
+const char *proxy_failure(PCIProxyDev *dev, RemoteDeviceFailureCause *cause);
 /* Its remote process is ended under it: fail, and forget the process */
 void proxy_detach_remote_process(PCIProxyDev *dev, Error *err);
+/* Its remote process stopped answering: fail, keep the process */
+void proxy_fail_with(PCIProxyDev *dev, RemoteDeviceFailureCause cause,
+                     Error *err);
 
 /* remote-process.c: the proxy's side of x-remote-process */
 RemoteProcess *remote_process_find(const char *id, Error **errp);
@@ -154,5 +164,17 @@ int remote_process_plug(RemoteProcess *rp, PCIProxyDev *proxy,
  */
 void remote_process_unplug(RemoteProcess *rp, PCIProxyDev *proxy,
                            bool delete_device);
+const char *remote_process_name(RemoteProcess *rp);
+/* 0 if unknown */
+pid_t remote_process_pid(RemoteProcess *rp);
+/* The id @proxy's device has in @rp, if it is plugged there */
+const char *remote_process_devid(RemoteProcess *rp, PCIProxyDev *proxy);
+/*
+ * @proxy failed: a process that stopped answering or broke the protocol
+ * (@cause) is not trusted to go on, and a spawned one is killed.
+ */
+void remote_process_device_failed(RemoteProcess *rp, PCIProxyDev *proxy,
+                                  RemoteDeviceFailureCause cause,
+                                  const char *reason);
 
 #endif

@@ -66,6 +66,7 @@ struct RemoteMonitor {
     bool closed_reported;
     int64_t last_id;
     int64_t capabilities_id;
+    int64_t last_heard_ns;  /* QEMU_CLOCK_REALTIME, of the last message */
     QLIST_HEAD(, RemoteMonitorCall) calls;
     QLIST_HEAD(, RemoteMonitorWaiter) waiters;
     RemoteMonitorReadyFn *ready;
@@ -300,6 +301,9 @@ static void remote_monitor_emit(void *opaque, QObject *json, Error *err)
     RemoteMonitor *mon = opaque;
     QDict *msg = qobject_to(QDict, json);
 
+    if (mon->phase != REMOTE_MONITOR_CLOSED) {
+        mon->last_heard_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    }
     if (mon->phase == REMOTE_MONITOR_CLOSED) {
         /* the rest of a read after the peer broke the protocol */
     } else if (err) {
@@ -409,6 +413,11 @@ void remote_monitor_disown(RemoteMonitor *mon)
 bool remote_monitor_is_ready(RemoteMonitor *mon)
 {
     return mon->phase == REMOTE_MONITOR_READY;
+}
+
+int64_t remote_monitor_last_heard(RemoteMonitor *mon)
+{
+    return mon->last_heard_ns;
 }
 
 static QObject *remote_monitor_finish(RemoteMonitorCall *call, Error **errp)

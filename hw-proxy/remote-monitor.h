@@ -36,6 +36,9 @@ void remote_monitor_disown(RemoteMonitor *mon);
 
 bool remote_monitor_is_ready(RemoteMonitor *mon);
 
+/* When the remote last sent anything, in QEMU_CLOCK_REALTIME ns (or 0) */
+int64_t remote_monitor_last_heard(RemoteMonitor *mon);
+
 /*
  * Runs @command with @args (may be NULL; not consumed) and returns what it
  * returned (a new reference), or NULL with @errp set. If @fd >= 0, it is

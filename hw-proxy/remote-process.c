@@ -38,6 +38,8 @@
 #include "trace.h"
 
 #define REMOTE_PROCESS_DEFAULT_TIMEOUT_MS 10000
+#define REMOTE_PROCESS_DEFAULT_HEARTBEAT_INTERVAL_MS 1000
+#define REMOTE_PROCESS_DEFAULT_HEARTBEAT_TIMEOUT_MS 5000
 /* How long a spawned process may live on once its monitor is gone */
 #define REMOTE_PROCESS_GRACE_MS 1000
 
@@ -67,6 +69,8 @@ struct RemoteProcess {
     char *fd_str;
     char *socket_path;
     uint32_t timeout_ms;
+    uint32_t heartbeat_interval_ms;     /* 0: no heartbeat */
+    uint32_t heartbeat_timeout_ms;
 
     RemoteProcessState state;
     bool spawned;
@@ -79,6 +83,9 @@ struct RemoteProcess {
     char *failure;              /* why it stopped, once it did */
     RemoteMonitor *mon;
     QEMUTimer *deadline_timer;  /* startup; life without a monitor */
+    QEMUTimer *heartbeat_timer;
+    int64_t ping_sent_ns;       /* the last heartbeat, 0 before the first */
+    bool condemned;             /* stopped answering, or broke the protocol */
     Notifier exit_notifier;     /* the main QEMU exits: end it cleanly */
     QLIST_HEAD(, RemoteProcessDevice) devices;
     QLIST_HEAD(, RemoteProcessWaiter) waiters;
@@ -167,6 +174,7 @@ static void remote_process_stopped(RemoteProcess *rp, RemoteProcessState state,
         rp->failure = g_strdup(reason);
     }
     timer_del(rp->deadline_timer);
+    timer_del(rp->heartbeat_timer);
     remote_process_set_state(rp, state);
     remote_process_send_exited(remote_process_id(rp), rp->pid, rp->spawned,
                                rp->wait_status, reason);
@@ -247,12 +255,106 @@ static void remote_process_ask_to_quit(RemoteProcess *rp)
     }
 }
 
+/*
+ * The process is not to be trusted with its devices any more: it stopped
+ * answering, or one of them broke the protocol. Every proxy of it fails.
+ * A spawned process is killed: a device model that hung may wake up later
+ * and DMA into guest RAM that the guest has long reused. An attached one
+ * is not ours to kill; the links closed under it make it reset its
+ * devices when it runs again.
+ */
+static void remote_process_condemn(RemoteProcess *rp,
+                                   RemoteDeviceFailureCause cause,
+                                   const char *why)
+{
+    RemoteProcessDevice *d, *next;
+
+    if (rp->condemned) {
+        return;
+    }
+    rp->condemned = true;
+    trace_remote_process_condemned(remote_process_id(rp), why);
+    QLIST_FOREACH_SAFE(d, &rp->devices, next, next) {
+        if (proxy_is_connected(d->proxy)) {
+            Error *err = NULL;
+
+            error_setg(&err, "its remote process %s %s",
+                       remote_process_id(rp), why);
+            proxy_fail_with(d->proxy, cause, err);
+        }
+    }
+    if (rp->spawned && rp->pidfd >= 0) {
+        error_report("remote process '%s' (pid %d) %s; killing it",
+                     remote_process_id(rp), rp->pid, why);
+        remote_process_kill(rp, "%s", why);
+    } else if (rp->state == REMOTE_PROCESS_STATE_RUNNING) {
+        error_report("remote process '%s' %s; it is unresponsive",
+                     remote_process_id(rp), why);
+        remote_process_set_state(rp, REMOTE_PROCESS_STATE_UNRESPONSIVE);
+    }
+}
+
+/*
+ * Checks that the monitor still answers, even when the guest leaves the
+ * devices alone: one command at a time, each of which must be answered
+ * (or anything else heard) within the heartbeat timeout.
+ */
+static void remote_process_heartbeat(void *opaque)
+{
+    RemoteProcess *rp = opaque;
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    int64_t interval = rp->heartbeat_interval_ms * SCALE_MS;
+    int64_t timeout = rp->heartbeat_timeout_ms * SCALE_MS;
+    bool answered;
+
+    if (!rp->mon || !remote_monitor_is_ready(rp->mon) ||
+        (rp->state != REMOTE_PROCESS_STATE_RUNNING &&
+         rp->state != REMOTE_PROCESS_STATE_UNRESPONSIVE)) {
+        return;
+    }
+    answered = remote_monitor_last_heard(rp->mon) >= rp->ping_sent_ns;
+    if (!answered) {
+        int64_t left = rp->ping_sent_ns + timeout - now;
+
+        if (left > 0) {
+            timer_mod_ns(rp->heartbeat_timer, now + MIN(interval, left));
+            return;
+        }
+        if (rp->state == REMOTE_PROCESS_STATE_RUNNING) {
+            g_autofree char *why = g_strdup_printf(
+                "did not answer its heartbeat within %u ms",
+                rp->heartbeat_timeout_ms);
+
+            remote_process_condemn(rp, REMOTE_DEVICE_FAILURE_CAUSE_TIMEOUT,
+                                   why);
+        }
+        /* an unresponsive process may still answer, and run again */
+        timer_mod_ns(rp->heartbeat_timer, now + interval);
+        return;
+    }
+    if (rp->state == REMOTE_PROCESS_STATE_UNRESPONSIVE) {
+        info_report("remote process '%s' answers again; its proxies can be "
+                    "reattached", remote_process_id(rp));
+        rp->condemned = false;
+        remote_process_set_state(rp, REMOTE_PROCESS_STATE_RUNNING);
+    }
+    rp->ping_sent_ns = now;
+    remote_monitor_send(rp->mon, "query-status", NULL, false);
+    timer_mod_ns(rp->heartbeat_timer, now + MIN(interval, timeout));
+}
+
 static void remote_process_started(RemoteProcess *rp)
 {
     timer_del(rp->deadline_timer);
     remote_process_set_state(rp, REMOTE_PROCESS_STATE_RUNNING);
     qapi_event_send_remote_process_started(remote_process_id(rp),
                                            rp->pid != 0, rp->pid);
+    if (rp->heartbeat_interval_ms) {
+        rp->ping_sent_ns = 0;
+        timer_mod(rp->heartbeat_timer,
+                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                  rp->heartbeat_interval_ms);
+    }
 }
 
 /*
@@ -635,6 +737,19 @@ fail:
     return -1;
 }
 
+static RemoteProcessDevice *remote_process_device_of(RemoteProcess *rp,
+                                                     PCIProxyDev *proxy)
+{
+    RemoteProcessDevice *d;
+
+    QLIST_FOREACH(d, &rp->devices, next) {
+        if (d->proxy == proxy) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
 static void remote_process_forget(RemoteProcess *rp, RemoteProcessDevice *d)
 {
     QLIST_REMOVE(d, next);
@@ -648,11 +763,7 @@ void remote_process_unplug(RemoteProcess *rp, PCIProxyDev *proxy,
 {
     RemoteProcessDevice *d;
 
-    QLIST_FOREACH(d, &rp->devices, next) {
-        if (d->proxy == proxy) {
-            break;
-        }
-    }
+    d = remote_process_device_of(rp, proxy);
     if (!d) {
         return;
     }
@@ -672,6 +783,44 @@ void remote_process_unplug(RemoteProcess *rp, PCIProxyDev *proxy,
         }
     }
     remote_process_forget(rp, d);
+}
+
+const char *remote_process_name(RemoteProcess *rp)
+{
+    return remote_process_id(rp);
+}
+
+pid_t remote_process_pid(RemoteProcess *rp)
+{
+    return rp->pid;
+}
+
+const char *remote_process_devid(RemoteProcess *rp, PCIProxyDev *proxy)
+{
+    RemoteProcessDevice *d = remote_process_device_of(rp, proxy);
+
+    return d ? d->devid : NULL;
+}
+
+void remote_process_device_failed(RemoteProcess *rp, PCIProxyDev *proxy,
+                                  RemoteDeviceFailureCause cause,
+                                  const char *reason)
+{
+    RemoteProcessDevice *d = remote_process_device_of(rp, proxy);
+    g_autofree char *why = NULL;
+
+    /*
+     * A device that hangs or lies takes its spawned process with it; an
+     * attached process keeps its other devices, which answer for
+     * themselves.
+     */
+    if (!d || !rp->spawned ||
+        (cause != REMOTE_DEVICE_FAILURE_CAUSE_TIMEOUT &&
+         cause != REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL)) {
+        return;
+    }
+    why = g_strdup_printf("failed its device %s: %s", d->devid, reason);
+    remote_process_condemn(rp, cause, why);
 }
 
 static RemoteProcessInfo *remote_process_get_info(RemoteProcess *rp)
@@ -697,6 +846,8 @@ static RemoteProcessInfo *remote_process_get_info(RemoteProcess *rp)
         di->devid = g_strdup(d->devid);
         di->proxy = object_get_canonical_path(OBJECT(d->proxy));
         di->connected = proxy_is_connected(d->proxy);
+        di->failure = g_strdup(proxy_failure(d->proxy, &di->cause));
+        di->has_cause = di->failure != NULL;
         QAPI_LIST_APPEND(tail, di);
     }
     return info;
@@ -898,6 +1049,7 @@ static void remote_process_unparent(Object *obj)
 {
     RemoteProcess *rp = REMOTE_PROCESS(obj);
 
+    timer_del(rp->heartbeat_timer);
     if (rp->pidfd >= 0) {
         /* object-del of a live process: ask it to quit, then insist */
         remote_process_hand_to_reaper(rp);
@@ -915,11 +1067,16 @@ static void remote_process_instance_init(Object *obj)
     RemoteProcess *rp = REMOTE_PROCESS(obj);
 
     rp->timeout_ms = REMOTE_PROCESS_DEFAULT_TIMEOUT_MS;
+    rp->heartbeat_interval_ms = REMOTE_PROCESS_DEFAULT_HEARTBEAT_INTERVAL_MS;
+    rp->heartbeat_timeout_ms = REMOTE_PROCESS_DEFAULT_HEARTBEAT_TIMEOUT_MS;
     rp->state = REMOTE_PROCESS_STATE_STARTING;
     rp->pidfd = -1;
     rp->deadline_timer = aio_timer_new(qemu_get_aio_context(),
                                        QEMU_CLOCK_REALTIME, SCALE_MS,
                                        remote_process_deadline, rp);
+    rp->heartbeat_timer = aio_timer_new(qemu_get_aio_context(),
+                                        QEMU_CLOCK_REALTIME, SCALE_NS,
+                                        remote_process_heartbeat, rp);
     QLIST_INIT(&rp->devices);
     QLIST_INIT(&rp->waiters);
 }
@@ -932,6 +1089,7 @@ static void remote_process_finalize(Object *obj)
     assert(QLIST_EMPTY(&rp->devices) && QLIST_EMPTY(&rp->waiters));
     remote_process_unparent(obj);
     timer_free(rp->deadline_timer);
+    timer_free(rp->heartbeat_timer);
     g_free(rp->failure);
     g_free(rp->kill_reason);
     g_free(rp->monitor_lost);
@@ -1002,6 +1160,49 @@ static void remote_process_set_timeout(Object *obj, Visitor *v,
     }
 }
 
+static void remote_process_get_heartbeat_interval(Object *obj, Visitor *v,
+                                                  const char *name,
+                                                  void *opaque, Error **errp)
+{
+    visit_type_uint32(v, name, &REMOTE_PROCESS(obj)->heartbeat_interval_ms,
+                      errp);
+}
+
+static void remote_process_set_heartbeat_interval(Object *obj, Visitor *v,
+                                                  const char *name,
+                                                  void *opaque, Error **errp)
+{
+    uint32_t value;
+
+    if (visit_type_uint32(v, name, &value, errp)) {
+        REMOTE_PROCESS(obj)->heartbeat_interval_ms = value;
+    }
+}
+
+static void remote_process_get_heartbeat_timeout(Object *obj, Visitor *v,
+                                                 const char *name,
+                                                 void *opaque, Error **errp)
+{
+    visit_type_uint32(v, name, &REMOTE_PROCESS(obj)->heartbeat_timeout_ms,
+                      errp);
+}
+
+static void remote_process_set_heartbeat_timeout(Object *obj, Visitor *v,
+                                                 const char *name,
+                                                 void *opaque, Error **errp)
+{
+    uint32_t value;
+
+    if (!visit_type_uint32(v, name, &value, errp)) {
+        return;
+    }
+    if (!value) {
+        error_setg(errp, "heartbeat-timeout must be at least 1 ms");
+        return;
+    }
+    REMOTE_PROCESS(obj)->heartbeat_timeout_ms = value;
+}
+
 static void remote_process_get_pid(Object *obj, Visitor *v, const char *name,
                                    void *opaque, Error **errp)
 {
@@ -1049,6 +1250,19 @@ static void remote_process_class_init(ObjectClass *oc, void *data)
                               remote_process_set_timeout, NULL, NULL);
     object_class_property_set_description(oc, "timeout",
         "ms to wait for startup and for each answer (default 10000)");
+    object_class_property_add(oc, "heartbeat-interval", "uint32",
+                              remote_process_get_heartbeat_interval,
+                              remote_process_set_heartbeat_interval,
+                              NULL, NULL);
+    object_class_property_set_description(oc, "heartbeat-interval",
+        "ms between checks that the process answers; 0: none (default "
+        "1000)");
+    object_class_property_add(oc, "heartbeat-timeout", "uint32",
+                              remote_process_get_heartbeat_timeout,
+                              remote_process_set_heartbeat_timeout,
+                              NULL, NULL);
+    object_class_property_set_description(oc, "heartbeat-timeout",
+        "ms an answer to a check may take (default 5000)");
     object_class_property_add(oc, "pid", "int", remote_process_get_pid,
                               NULL, NULL, NULL);
     object_class_property_set_description(oc, "pid",

@@ -40,9 +40,14 @@ void hmp_info_remote_processes(Monitor *mon, const QDict *qdict)
         }
         monitor_printf(mon, "\n");
         for (RemoteProcessDeviceInfoList *d = info->devices; d; d = d->next) {
-            monitor_printf(mon, "  device %s: proxy %s%s\n", d->value->devid,
-                           d->value->proxy,
-                           d->value->connected ? "" : " (failed)");
+            monitor_printf(mon, "  device %s: proxy %s", d->value->devid,
+                           d->value->proxy);
+            if (!d->value->connected) {
+                monitor_printf(mon, " (failed%s%s)",
+                               d->value->failure ? ": " : "",
+                               d->value->failure ?: "");
+            }
+            monitor_printf(mon, "\n");
         }
     }
     qapi_free_RemoteProcessInfoList(list);
@@ -64,7 +69,7 @@ void coroutine_fn hmp_remote_process_add(Monitor *mon, const QDict *qdict)
         }
     }
     info = qmp_x_add_remote_process(NULL, !!args, args, NULL, NULL, NULL,
-                                    false, 0, id, &err);
+                                    false, 0, false, 0, false, 0, id, &err);
     qapi_free_strList(args);
     if (hmp_handle_error(mon, err)) {
         return;

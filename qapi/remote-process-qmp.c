@@ -1,6 +1,6 @@
 /*
- * QMP commands for remote processes (qapi/mpqemu.json). They are part of
- * the QEMU binary and reach the x-remote-process object in hw-proxy.so.
+ * QMP commands for remote processes and their proxies (qapi/mpqemu.json).
+ * They are part of the QEMU binary and reach hw-proxy.so through classes.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -12,6 +12,7 @@
 #include "qemu/module.h"
 #include "qom/object_interfaces.h"
 #include "mpqemu/remote-process.h"
+#include "mpqemu/proxy-device.h"
 
 /* The class, loading hw-proxy.so first if needed */
 static RemoteProcessClass *remote_process_class(Error **errp)
@@ -45,7 +46,11 @@ RemoteProcessInfo *coroutine_fn
 qmp_x_add_remote_process(const char *executable, bool has_args,
                          strList *args, const char *log, const char *fd,
                          const char *socket, bool has_timeout,
-                         uint32_t timeout, const char *id, Error **errp)
+                         uint32_t timeout, bool has_heartbeat_interval,
+                         uint32_t heartbeat_interval,
+                         bool has_heartbeat_timeout,
+                         uint32_t heartbeat_timeout, const char *id,
+                         Error **errp)
 {
     ObjectOptions options = {
         .qom_type = OBJECT_TYPE_X_REMOTE_PROCESS,
@@ -59,6 +64,10 @@ qmp_x_add_remote_process(const char *executable, bool has_args,
             .socket = (char *)socket,
             .has_timeout = has_timeout,
             .timeout = timeout,
+            .has_heartbeat_interval = has_heartbeat_interval,
+            .heartbeat_interval = heartbeat_interval,
+            .has_heartbeat_timeout = has_heartbeat_timeout,
+            .heartbeat_timeout = heartbeat_timeout,
         },
     };
     ERRP_GUARD();
@@ -157,4 +166,27 @@ QObject *coroutine_fn qmp_x_remote_qmp(const char *id, const char *command,
     ret = REMOTE_PROCESS_GET_CLASS(rp)->run_qmp(rp, command, arguments, errp);
     object_unref(OBJECT(rp));
     return ret;
+}
+
+void qmp_x_reattach_proxy(const char *device, const char *remote,
+                          const char *devid, const char *socket,
+                          Error **errp)
+{
+    Object *peripheral = object_resolve_path("/machine/peripheral", NULL);
+    Object *obj = peripheral ? object_resolve_path_at(peripheral, device) :
+                  NULL;
+
+    if (!obj || !object_dynamic_cast(obj, TYPE_DEVICE)) {
+        error_set(errp, ERROR_CLASS_DEVICE_NOT_FOUND,
+                  "Device '%s' not found", device);
+        return;
+    }
+    /* a proxy exists only once hw-proxy.so is loaded */
+    if (!object_dynamic_cast(obj, TYPE_PCI_PROXY_DEV)) {
+        error_setg(errp, "device '%s' is a %s, not an x-pci-proxy-dev",
+                   device, object_get_typename(obj));
+        return;
+    }
+    PCI_PROXY_DEV_GET_CLASS(obj)->reattach(PCI_PROXY_DEV(obj), remote, devid,
+                                           socket, errp);
 }

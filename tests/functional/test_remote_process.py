@@ -716,7 +716,13 @@ def test_sigkill_of_spawned_remote(pc_vm):
     assert rp["state"] == "exited", rp
     assert rp.get("signal") == 9, rp
     assert "exit-code" not in rp, rp
-    assert rp["devices"] == [device_entry("nvmeK", "pxK", connected=False)], rp
+    failed = device_entry("nvmeK", "pxK", connected=False)
+    failed.update(cause="disconnected", failure="the remote process closed the connection")
+    assert rp["devices"] == [failed], rp
+    ev = vm.events.wait("REMOTE_DEVICE_FAILED", 15, device="pxK")
+    assert ev["data"] == {"path": "/machine/peripheral/pxK", "device": "pxK", "remote": "rpK",
+                          "devid": "nvmeK", "pid": pid, "cause": "disconnected",
+                          "reason": "the remote process closed the connection"}, ev
     desc = qmp_error(vm, "x-remote-qmp", id="rpK", command="query-status")
     assert "rpK" in desc, desc
     # No new proxy for a process that is gone; nothing is left of the attempt.
@@ -928,10 +934,13 @@ def test_frozen_remote_times_out_and_recovers(pc_vm):
     """A remote that stops answering (SIGSTOP) makes device_add and
     x-remote-qmp fail after its timeout, not hang; the main QEMU answers
     meanwhile and nothing is left of the failed plug.  Once the remote runs
-    again (SIGCONT) it is usable as before, with nothing stale inside."""
+    again (SIGCONT) it is usable as before, with nothing stale inside.
+    (Without a heartbeat: with one, a frozen spawned process is killed; see
+    test_crash.py.)"""
     vm = pc_vm
     image, data = new_disk(vm, "frozen")
-    info = vm.add_remote_process("rpZ", log=new_log(vm, "rpZ"), timeout=1000)
+    info = vm.add_remote_process("rpZ", log=new_log(vm, "rpZ"), timeout=1000,
+                                 **{"heartbeat-interval": 0})
     pid = info["pid"]
     create_remote_nvme(vm, "rpZ", image, "d0", "nvme0", "mpqfrozen")
     remote_objects = remote_qom_names(vm, "rpZ", "/objects")

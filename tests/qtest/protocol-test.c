@@ -3470,10 +3470,25 @@ static void proxy_check_offline(ProxyTest *t)
     check_alive(t->qts);
 }
 
-/* ... and it closed the connection */
-static void proxy_check_failed(ProxyTest *t)
+/*
+ * ... and it closed the connection, and told the management layer why
+ * (@cause, a RemoteDeviceFailureCause) and who: the fake remote is a
+ * thread of this process, listening on the socket the proxy connected to
+ */
+static void proxy_check_failed(ProxyTest *t, const char *cause)
 {
+    QDict *event, *data;
+
     g_assert_true(fake_wait_done(t->fake, IO_TIMEOUT_MS));
+    event = qtest_qmp_eventwait_ref(t->qts, "REMOTE_DEVICE_FAILED");
+    data = qdict_get_qdict(event, "data");
+    g_assert_cmpstr(qdict_get_str(data, "path"), ==, "/machine/peripheral/p0");
+    g_assert_cmpstr(qdict_get_str(data, "device"), ==, "p0");
+    g_assert_cmpint(qdict_get_int(data, "pid"), ==, getpid());
+    g_assert_false(qdict_haskey(data, "remote"));
+    g_assert_cmpstr(qdict_get_str(data, "cause"), ==, cause);
+    g_assert_cmpstr(qdict_get_str(data, "reason"), !=, "");
+    qobject_unref(event);
     proxy_check_offline(t);
 }
 
@@ -3503,7 +3518,8 @@ static void test_proxy_bad_reply(gconstpointer data)
     proxy_test_start(&t, bad, "");
     g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==, 0xffffffff);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
-    proxy_check_failed(&t);
+    /* a message cut short by the end of the connection is malformed too */
+    proxy_check_failed(&t, "protocol");
     if (bad == REPLY_WITH_FD) {
         /* the descriptor that came along was not kept */
         g_assert_true(probe_fd_closed(t.fake->probe, IO_TIMEOUT_MS));
@@ -3520,7 +3536,7 @@ static void test_proxy_unsolicited(void)
     proxy_test_start(&t, REPLY_UNSOLICITED, "");
     g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0x40), ==,
                     fake_bar_value(0x40));
-    proxy_check_failed(&t);
+    proxy_check_failed(&t, "protocol");
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
     proxy_test_end(&t);
 }
@@ -3574,7 +3590,7 @@ static void test_proxy_irq_flood(void)
     g_test_message("the read took %" PRId64 " ms (flood: %d ms)", elapsed_ms,
                    FAKE_FLOOD_MS);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
-    proxy_check_failed(&t);
+    proxy_check_failed(&t, "timeout");
     proxy_test_end(&t);
     if (elapsed_ms >= 2000) {
         /* not fatal, so that the tests after this one still run */
@@ -3598,7 +3614,7 @@ static void test_proxy_silent(void)
     g_assert_cmpint(elapsed_ms, >=, 450);
     g_assert_cmpint(elapsed_ms, <, 3000);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
-    proxy_check_failed(&t);
+    proxy_check_failed(&t, "timeout");
     proxy_test_end(&t);
 }
 
@@ -3664,7 +3680,7 @@ static void test_proxy_ring_silent(void)
     g_assert_cmpint(elapsed_ms, <, 3000);
     check_alive(t.qts);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
-    proxy_check_failed(&t);
+    proxy_check_failed(&t, "timeout");
     proxy_test_end(&t);
 }
 
@@ -3682,7 +3698,7 @@ static void test_proxy_ring_notify_missing(void)
     g_assert_cmpint(elapsed_ms, >=, 450);
     g_assert_cmpint(elapsed_ms, <, 3000);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
-    proxy_check_failed(&t);
+    proxy_check_failed(&t, "timeout");
     proxy_test_end(&t);
 }
 
@@ -3735,7 +3751,7 @@ static void test_proxy_ring_hangup(void)
     elapsed_ms = proxy_timed_read(&t, 0x40, 0xffffffff);
     g_assert_cmpint(elapsed_ms, <, 1000);
     g_assert_cmpuint(fake_bar_reads(t.fake), ==, 1);
-    proxy_check_failed(&t);
+    proxy_check_failed(&t, "disconnected");
     proxy_test_end(&t);
 }
 
@@ -4296,7 +4312,7 @@ static void test_proxy_posted_ring_full(void)
     g_assert_cmpuint(qatomic_load_acquire(&ring->req_seq), ==,
                      MPQEMU_RING_ENTRIES);
     g_assert_cmphex(ring->entry[1].value, ==, 0xc0de0000);
-    proxy_check_failed(&t);
+    proxy_check_failed(&t, "timeout");
     g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, 0);
     proxy_test_end(&t);
 }
