@@ -137,6 +137,10 @@ BAD_DESCRIPTIONS = {
     "args-not-list": ({"remotes": [{"id": "rp0", "args": "-device nvme"}]},
                       [r"'args' must be a list of strings"]),
     "bad-memory": ({"memory": "lots"}, [r"'memory' must be a size"]),
+    "bad-heartbeat": ({"remotes": [{"id": "rp0", "heartbeat-interval": -1,
+                                    "heartbeat-timeout": 0}]},
+                      [r"'heartbeat-interval' must be a non-negative number of milliseconds",
+                       r"'heartbeat-timeout' must be a positive number of milliseconds"]),
     "proxy-reserved-key": ({"remotes": [{"id": "rp0", "devices": [
         {"id": "n", "driver": "nvme", "proxy": {"devid": "x"}}]}]},
         [r"'devid' is set by mpqemu-launch"]),
@@ -293,6 +297,7 @@ main_args = ["-no-reboot"]
 id = "rp0"
 args = ["-blockdev", "driver=file,filename=a.img,node-name=f0"]
 timeout = 20000
+heartbeat-interval = 0
 
 [[remotes.devices]]
 id = "nvme0"
@@ -317,7 +322,7 @@ netdev = { id = "n0", type = "user" }
         "main_args": ["-no-reboot"],
         "remotes": [
             {"id": "rp0", "args": ["-blockdev", "driver=file,filename=a.img,node-name=f0"],
-             "timeout": 20000,
+             "timeout": 20000, "heartbeat-interval": 0,
              "devices": [{"id": "nvme0", "driver": "nvme",
                           "props": {"serial": "s0", "drive": "f0"},
                           "proxy": {"id": "px0", "addr": "5", "ring": False}}]},
@@ -335,7 +340,7 @@ netdev = { id = "n0", type = "user" }
     assert qmp_t == qmp_j
     assert options(argv_j, "-smp") == ["2"] and options(argv_j, "-m") == ["1024M"]
     add = [m["arguments"] for m in qmp_j if m["execute"] == "x-add-remote-process"]
-    assert add[0] == {"id": "rp0", "timeout": 20000,
+    assert add[0] == {"id": "rp0", "timeout": 20000, "heartbeat-interval": 0,
                       "args": ["-blockdev", "driver=file,filename=a.img,node-name=f0"]}
     netdev = [m["arguments"] for m in qmp_j if m["execute"] == "x-remote-qmp"
               and m["arguments"]["command"] == "netdev_add"]
