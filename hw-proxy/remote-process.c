@@ -303,8 +303,8 @@ static void remote_process_heartbeat(void *opaque)
 {
     RemoteProcess *rp = opaque;
     int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
-    int64_t interval = rp->heartbeat_interval_ms * SCALE_MS;
-    int64_t timeout = rp->heartbeat_timeout_ms * SCALE_MS;
+    int64_t interval = (int64_t)rp->heartbeat_interval_ms * SCALE_MS;
+    int64_t timeout = (int64_t)rp->heartbeat_timeout_ms * SCALE_MS;
     bool answered;
 
     if (!rp->mon || !remote_monitor_is_ready(rp->mon) ||
