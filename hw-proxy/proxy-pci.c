@@ -535,8 +535,9 @@ static bool proxy_setup_identity(PCIProxyDev *dev, bool again, Error **errp)
         }
         /* the header type is checked below, and not kept */
         if (again && offset != PCI_HEADER_TYPE && val != was) {
-            error_setg(errp, "the device has %s 0x%x, the one the proxy "
-                       "stands in for had 0x%x", copied[i].what, val, was);
+            error_setg(errp, "the device has %s 0x%0*x, the one the proxy "
+                       "stands in for had 0x%0*x", copied[i].what,
+                       copied[i].len * 2, val, copied[i].len * 2, was);
             return false;
         }
         switch (offset) {

@@ -383,9 +383,7 @@ static void test_reset(void)
 
 /*
  * How long a remote stays frozen before a helper thread lets it go on,
- * well within the proxy's timeout. The timeout is given explicitly, below
- * 4295 ms: proxy-ring.c computes the deadline of a ring access in 32 bits
- * (timeout_ms * SCALE_MS), so the default of 5000 ms gives up after 705.
+ * well within the proxy's timeout, which is given explicitly.
  */
 #define RESUME_MS           1000
 #define LSI_TIMEOUT_MS      3000
@@ -987,6 +985,94 @@ static void test_sync_write(void)
     nvme_stop(&n);
 }
 
+/* --- a failed proxy connected again, to a replacement --- */
+
+static void reattach_expect_error(QTestState *qts, const char *sock,
+                                  const char *message)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'x-reattach-proxy', "
+                            "'arguments': {'device': 'lsi1', 'socket': %s}}",
+                            sock);
+    const char *desc;
+
+    g_assert_true(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_test_message("x-reattach-proxy: %s", desc);
+    g_assert_nonnull(strstr(desc, message));
+    qobject_unref(resp);
+}
+
+/*
+ * The remote goes away: the proxy fails (all-ones) and says so. A
+ * replacement of another kind is refused and changes nothing; one of the
+ * same kind brings the device back, reset, with the command register the
+ * guest wrote, and the same BAR addresses.
+ */
+static void test_reattach(void)
+{
+    g_autofree char *dir = mpqemu_tmp_dir();
+    g_autofree char *sock1 = g_build_filename(dir, "first.sock", NULL);
+    g_autofree char *sock2 = g_build_filename(dir, "other.sock", NULL);
+    g_autofree char *sock3 = g_build_filename(dir, "same.sock", NULL);
+    QTestState *remote, *other, *qts;
+    QDict *event, *data;
+    QPCIDevice *dev;
+    QPCIBus *bus;
+    QPCIBar mmio;
+    uint16_t cmd;
+    pid_t pid;
+
+    remote = mpqemu_start_remote(sock1, "lsi1", "-device lsi53c895a,id=lsi1");
+    pid = qtest_pid(remote);
+    qts = qtest_initf(MAIN_MACHINE "-device x-pci-proxy-dev,id=lsi1,"
+                      "addr=04.0,socket=%s", sock1);
+    bus = qpci_new_pc(qts, NULL);
+    dev = qpci_device_find(bus, LSI_DEVFN);
+    qpci_device_enable(dev);
+    mmio = qpci_iomap(dev, 1, NULL);
+    cmd = qpci_config_readw(dev, PCI_COMMAND);
+    g_assert_true(cmd & PCI_COMMAND_MEMORY);
+    qpci_io_writel(dev, mmio, LSI_REG_SCRATCHA, 0xcafef00d);
+    g_assert_cmphex(qpci_io_readl(dev, mmio, LSI_REG_SCRATCHA), ==,
+                    0xcafef00d);
+    reattach_expect_error(qts, sock1, "is connected");
+
+    qtest_quit(remote);
+    event = qtest_qmp_eventwait_ref(qts, "REMOTE_DEVICE_FAILED");
+    data = qdict_get_qdict(event, "data");
+    g_assert_cmpstr(qdict_get_str(data, "device"), ==, "lsi1");
+    g_assert_cmpstr(qdict_get_str(data, "cause"), ==, "disconnected");
+    g_assert_cmpint(qdict_get_int(data, "pid"), ==, pid);
+    qobject_unref(event);
+    g_assert_cmphex(qpci_io_readl(dev, mmio, LSI_REG_SCRATCHA), ==,
+                    UINT32_MAX);
+
+    reattach_expect_error(qts, sock1, "cannot connect");
+    other = mpqemu_start_remote(sock2, "rng", "-device virtio-rng-pci,id=rng");
+    reattach_expect_error(qts, sock2, "vendor and device ID");
+    qtest_quit(other);
+    g_assert_cmphex(qpci_io_readl(dev, mmio, LSI_REG_SCRATCHA), ==,
+                    UINT32_MAX);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0xffff);
+
+    remote = mpqemu_start_remote(sock3, "lsi1", "-device lsi53c895a,id=lsi1");
+    qtest_qmp_assert_success(qts, "{'execute': 'x-reattach-proxy', "
+                             "'arguments': {'device': 'lsi1', "
+                             "'socket': %s}}", sock3);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0x1000);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_COMMAND), ==, cmd);
+    g_assert_cmphex(qpci_io_readl(dev, mmio, LSI_REG_SCRATCHA), ==, 0);
+    qpci_io_writel(dev, mmio, LSI_REG_SCRATCHA, 0x12345678);
+    g_assert_cmphex(qpci_io_readl(dev, mmio, LSI_REG_SCRATCHA), ==,
+                    0x12345678);
+
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    qtest_quit(remote);
+    mpqemu_tmp_free(g_steal_pointer(&dir));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1004,6 +1090,7 @@ int main(int argc, char **argv)
     qtest_add_data_func("/mpqemu/proxy/intx/ring", "on", test_intx);
     qtest_add_data_func("/mpqemu/proxy/intx/socket", "off", test_intx);
     qtest_add_func("/mpqemu/proxy/reset", test_reset);
+    qtest_add_func("/mpqemu/proxy/reattach", test_reattach);
     qtest_add_func("/mpqemu/proxy/posted/ordering", test_posted_ordering);
     qtest_add_func("/mpqemu/proxy/posted/unposted", test_unposted_writes);
     qtest_add_func("/mpqemu/proxy/posted/sync-write", test_sync_write);
