@@ -183,7 +183,7 @@ void qmp_x_reattach_proxy(const char *device, const char *remote,
     }
     /* a proxy exists only once hw-proxy.so is loaded */
     if (!object_dynamic_cast(obj, TYPE_PCI_PROXY_DEV)) {
-        error_setg(errp, "device '%s' is a %s, not an x-pci-proxy-dev",
+        error_setg(errp, "device '%s' is of type %s, not x-pci-proxy-dev",
                    device, object_get_typename(obj));
         return;
     }
