@@ -15,7 +15,8 @@ QAPI_MODULES := mpqemu.json mpqemu-qom.json
 PATCHES := $(sort $(wildcard qemu/patches/*.patch))
 FIRMWARE_DIRS := /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu
 
-.PHONY: all deps qemu demo check check-qtest check-functional bench guest clean distclean
+.PHONY: all deps qemu demo check check-qtest check-functional bench guest clean distclean \
+	fuzz check-sanitizers
 
 all: qemu
 
@@ -59,6 +60,16 @@ check: qemu guest
 
 bench: qemu guest
 	scripts/bench.sh
+
+# libFuzzer targets of both sides of the link, FUZZ_SECONDS each (docs/fuzzing.md)
+export FUZZ_SECONDS ?= 60
+fuzz: qemu
+	scripts/install-deps.sh --fuzz
+	scripts/fuzz.sh
+
+# QEMU built again with ASan and UBSan (build/qemu-build-san), then every test
+check-sanitizers: $(BUILD)/.src-stamp guest
+	scripts/check-sanitizers.sh
 
 clean:
 	rm -rf $(BUILD)

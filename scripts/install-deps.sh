@@ -1,6 +1,7 @@
 #!/bin/bash
 # Installs the Debian packages mpqemu needs to build, test and benchmark.
 # Idempotent: does nothing (and touches no network) when everything is already there.
+# --fuzz adds what `make fuzz` needs (clang with libFuzzer and the sanitizers).
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -euo pipefail
 
@@ -14,6 +15,9 @@ PKGS=(
     seabios ipxe-qemu
     busybox-static cpio python3-pytest
 )
+if [ "${1:-}" = --fuzz ]; then
+    PKGS+=(clang libclang-rt-dev)
+fi
 # Packages that must come from bookworm-backports (meson >= 1.5 for QEMU 10).
 BPO_PKGS=(meson python3-pycotap)
 

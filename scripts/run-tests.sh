@@ -5,7 +5,8 @@
 # Extra arguments go to pytest, e.g. `scripts/run-tests.sh -k inproc`.
 # Exits non-zero when a test fails (or when none ran).
 #
-# Environment: MPQEMU_QEMU (default build/qemu-system-x86_64), MPQEMU_CACHE.
+# Environment: MPQEMU_QEMU (default build/qemu-system-x86_64), MPQEMU_CACHE,
+# MPQEMU_QBUILD (the build tree whose C qtests run; default build/qemu-build).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -euo pipefail

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 TOP = Path(__file__).resolve().parent.parent
-QBUILD = TOP / "build" / "qemu-build"
+# $MPQEMU_QBUILD: another build tree, e.g. the sanitizer build (check-sanitizers.sh)
+QBUILD = Path(os.environ.get("MPQEMU_QBUILD", TOP / "build" / "qemu-build"))
 QTEST_DIR = QBUILD / "mpqemu" / "tests"
 BINARIES = ["mpqemu-proxy-test", "mpqemu-protocol-test", "mpqemu-msix-test"]
 TIMEOUT_S = 600
