@@ -581,8 +581,9 @@ const char *proxy_failure(PCIProxyDev *dev, RemoteDeviceFailureCause *cause)
 
 void proxy_detach_remote_process(PCIProxyDev *dev, Error *err)
 {
-    dev->remote_process = NULL;
+    /* the event still names the process */
     proxy_link_break(&dev->link, REMOTE_DEVICE_FAILURE_CAUSE_ENDED, err);
+    dev->remote_process = NULL;
 }
 
 void proxy_fail_with(PCIProxyDev *dev, RemoteDeviceFailureCause cause,
@@ -732,6 +733,7 @@ static bool proxy_reattach(PCIProxyDev *dev, const char *remote,
 {
     ERRP_GUARD();
     g_autofree char *old_devid = NULL;
+    RemoteProcess *old_rp, *new_rp;
     MPQemuMsg req, reply;
 
     if (!dev->failed || dev->connecting) {
@@ -755,10 +757,32 @@ static bool proxy_reattach(PCIProxyDev *dev, const char *remote,
         return false;
     }
 
-    /* leave the old process (if any) and whatever is left of the link */
+    /* a process that cannot serve it now is refused before anything changes */
+    old_rp = dev->remote_process;
+    new_rp = remote ? remote_process_find(remote, errp) :
+             socket ? NULL : old_rp;
+    if (new_rp && !remote_process_check_running(new_rp, errp)) {
+        error_prepend(errp, "x-pci-proxy-dev %s stays offline: ",
+                      proxy_name(dev));
+        return false;
+    }
+    if (*errp) {
+        return false;
+    }
+
+    /*
+     * What is left of the link goes. The proxy leaves its old process once
+     * the new device answers; right away if it is the same process, which
+     * then creates the link anew.
+     */
     proxy_memory_stop(&dev->memory);
     proxy_ioeventfd_clear(dev);
-    proxy_close_link(dev, false);
+    proxy_link_close(&dev->link);
+    if (old_rp == new_rp) {
+        proxy_close_link(dev, false);
+        old_rp = NULL;
+    }
+    dev->remote_process = NULL;
 
     if (socket) {
         g_free(dev->socket_path);
@@ -780,7 +804,11 @@ static bool proxy_reattach(PCIProxyDev *dev, const char *remote,
     if (!proxy_connect_device(dev, true, errp)) {
         error_prepend(errp, "x-pci-proxy-dev %s stays offline: ",
                       proxy_name(dev));
+        dev->remote_process = old_rp;
         return false;
+    }
+    if (old_rp) {
+        remote_process_unplug(old_rp, dev, false);
     }
     proxy_config_access_init(&req, true, PCI_COMMAND, 2,
                              pci_get_word(PCI_DEVICE(dev)->config +

@@ -155,6 +155,8 @@ void proxy_fail_with(PCIProxyDev *dev, RemoteDeviceFailureCause cause,
 
 /* remote-process.c: the proxy's side of x-remote-process */
 RemoteProcess *remote_process_find(const char *id, Error **errp);
+/* Whether it can serve devices now */
+bool remote_process_check_running(RemoteProcess *rp, Error **errp);
 /* Has the process serve @devid to @proxy; returns our end of the link */
 int remote_process_plug(RemoteProcess *rp, PCIProxyDev *proxy,
                         const char *devid, Error **errp);

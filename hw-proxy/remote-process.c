@@ -646,11 +646,16 @@ RemoteProcess *remote_process_find(const char *id, Error **errp)
     return rp;
 }
 
-static bool remote_process_check_running(RemoteProcess *rp, Error **errp)
+bool remote_process_check_running(RemoteProcess *rp, Error **errp)
 {
     if (rp->state == REMOTE_PROCESS_STATE_STARTING ||
         rp->state == REMOTE_PROCESS_STATE_RUNNING) {
         return true;
+    }
+    if (rp->state == REMOTE_PROCESS_STATE_UNRESPONSIVE) {
+        error_setg(errp, "remote process '%s' is unresponsive: it did not "
+                   "answer its heartbeat", remote_process_id(rp));
+        return false;
     }
     error_setg(errp, "remote process '%s' is not running: %s",
                remote_process_id(rp), rp->failure ?: "ended");
