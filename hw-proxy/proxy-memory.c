@@ -121,8 +121,10 @@ static bool proxy_memory_send(ProxyMemory *mem, GArray *map, Error **errp)
 
 static bool same_map(GArray *a, GArray *b)
 {
+    /* an empty GArray may have no data at all: memcmp() takes no NULL */
     return a->len == b->len &&
-           !memcmp(a->data, b->data, a->len * sizeof(ProxyMemorySection));
+           (!a->len ||
+            !memcmp(a->data, b->data, a->len * sizeof(ProxyMemorySection)));
 }
 
 static void proxy_memory_commit(MemoryListener *listener)

@@ -64,7 +64,9 @@ fi
 
 # A report aborts the process that made it; the test that ran it fails.
 # QEMU's own qtest harness sets ASAN_OPTIONS too; ours are complete.
-export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=${MPQEMU_SAN_LEAKS:-1}:print_summary=1"
+# fast_unwind_on_malloc=0: glib has no frame pointers, and without it a leak's
+# stack ends in g_realloc, where no suppression can recognise it.
+export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=${MPQEMU_SAN_LEAKS:-1}:print_summary=1:fast_unwind_on_malloc=0"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1"
 export LSAN_OPTIONS="suppressions=$TOP/scripts/lsan-suppressions.txt:print_suppressions=0"
 export MPQEMU_QEMU=$SBUILD/qemu-system-x86_64
