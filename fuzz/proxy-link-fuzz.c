@@ -27,6 +27,7 @@
 #include "block/aio.h"
 #include "proxy.h"
 #include "fuzz-input.h"
+#include "fuzz-reply.h"
 
 #include <sys/socket.h>
 
@@ -82,24 +83,6 @@ static void fuzz_fail(void *opaque, RemoteDeviceFailureCause cause,
     p->failures++;
 }
 
-/* The reply payload each request gets when it succeeds (docs/protocol.md) */
-static uint32_t reply_size(unsigned cmd)
-{
-    switch (cmd) {
-    case MPQEMU_CMD_HELLO:
-        return sizeof(MPQemuHello);
-    case MPQEMU_CMD_DEVICE_INFO:
-        return sizeof(MPQemuDeviceInfo);
-    case MPQEMU_CMD_CONFIG_READ:
-    case MPQEMU_CMD_BAR_READ:
-        return sizeof(MPQemuValue);
-    case MPQEMU_CMD_ACCESS_HINTS:
-        return sizeof(MPQemuAccessHints);
-    default:
-        return 0;
-    }
-}
-
 static void call(FuzzProxy *p, MPQemuCmd cmd, uint8_t arg)
 {
     MPQemuMsg req, reply;
@@ -144,7 +127,7 @@ static void call(FuzzProxy *p, MPQemuCmd cmd, uint8_t arg)
         /* a reply handed to the caller answers this very request */
         assert(reply.hdr.cmd == cmd && reply.hdr.id == req.hdr.id);
         assert(reply.hdr.flags == MPQEMU_FLAG_REPLY);
-        assert(reply.hdr.size == reply_size(cmd));
+        assert(reply.hdr.size == fuzz_reply_size(cmd));
         assert(reply.hdr.num_fds == 0);
     } else {
         assert(err);

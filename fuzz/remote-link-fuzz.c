@@ -24,30 +24,13 @@
 #include "qemu/sockets.h"
 #include "mpqemu/channel.h"
 #include "fuzz-input.h"
+#include "fuzz-reply.h"
 
 #include <sys/socket.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_TIMEOUT_MS     1000
-
-/* The reply payload each request gets when it succeeds (docs/protocol.md) */
-static uint32_t reply_size(unsigned cmd)
-{
-    switch (cmd) {
-    case MPQEMU_CMD_HELLO:
-        return sizeof(MPQemuHello);
-    case MPQEMU_CMD_DEVICE_INFO:
-        return sizeof(MPQemuDeviceInfo);
-    case MPQEMU_CMD_CONFIG_READ:
-    case MPQEMU_CMD_BAR_READ:
-        return sizeof(MPQemuValue);
-    case MPQEMU_CMD_ACCESS_HINTS:
-        return sizeof(MPQemuAccessHints);
-    default:
-        return 0;
-    }
-}
 
 /* The proxy's end: what the remote answered must pass the proxy's checks */
 static void check_answer(int proxy_fd, const MPQemuMsg *req, bool accepted)
@@ -111,7 +94,7 @@ static void serve(int fd, int proxy_fd, MPQemuMsg *req, uint8_t arg)
     } else {
         assert(req->hdr.cmd == MPQEMU_CMD_RING_SETUP
                ? req->hdr.num_fds == MPQEMU_RING_FDS : !req->hdr.num_fds);
-        mpqemu_msg_init_reply(&reply, req, reply_size(req->hdr.cmd));
+        mpqemu_msg_init_reply(&reply, req, fuzz_reply_size(req->hdr.cmd));
     }
     mpqemu_msg_close_fds(req);
 
