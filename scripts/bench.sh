@@ -1,5 +1,5 @@
 #!/bin/bash
-# `make bench`: lsi53c895a (+scsi-hd), nvme and virtio-blk-pci side by side, one boot
+# `make bench`: lsi53c895a (+scsi-hd), nvme and virtio-blk-pci side by side, one VM
 # per device and column, all in this one run: in-process; proxied through the
 # shared-memory ring (x-pci-proxy-dev defaults); proxied over the socket only
 # (ring=off); and "upstream", Debian's qemu-system-x86 from bookworm-backports

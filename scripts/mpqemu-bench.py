@@ -3,7 +3,7 @@
 """mpqemu benchmark: PCI disk controllers in-process and proxied, side by side.
 
 Device classes: lsi53c895a (+ scsi-hd), nvme and virtio-blk-pci (modern only,
-disable-legacy=on), each with the same raw disk image.  Columns (one boot each):
+disable-legacy=on), each with the same raw disk image.  Columns (one VM each):
   in-process  the device in the main QEMU;
   ring        proxied by x-pci-proxy-dev with its defaults (BAR accesses through
               the shared-memory ring);
@@ -39,14 +39,16 @@ In every VM the guest measures:
     (O_DIRECT preads at random 4 KiB-aligned offsets from a fixed seed; QD16 =
     16 threads each with one read in flight) for --rand-seconds per run;
 and the host side adds the CPU time of the main QEMU plus the remote: over
-the run (process start to end of the measurements: utime + stime from
-/proc/<pid>/stat) and over --idle-seconds of an idle guest after the
-measurements (the threads' /proc/<pid>/task/*/schedstat, in ns: the 10 ms
-ticks of utime + stime are too coarse for a 1.1x target over a few seconds
-of some 2% CPU; the log shows utime + stime too).
-Each guest figure is the median of --reps runs in the same boot.  Ratios are
-proxied / in-process, next to the task's targets where it sets one.  Run by
-scripts/bench.sh.
+the column's own runs, and over --idle-seconds of the idle guests after the
+measurements (both from the threads' /proc/<pid>/task/*/schedstat, in ns: the
+10 ms ticks of utime + stime are too coarse for a 1.1x target over a few
+seconds of some 2% CPU; the log shows utime + stime of the idle window too).
+The machines here are shared and their speed drifts by 2x within a minute,
+so the columns of one device class are booted together and take turns: each
+figure's runs go round the columns (in-process, ring, socket, in-process,
+...) --reps times.  A figure is the median of its runs; a ratio is the median
+of the ratios of runs taken one after the other, next to the task's target
+where it sets one.  Run by scripts/bench.sh.
 """
 
 import argparse
@@ -93,7 +95,9 @@ class DeviceClass:
 
     @staticmethod
     def drive(disk):
-        return ["-drive", f"id=d1,file={disk},format=raw,if=none"]
+        # The columns' VMs run at the same time on the one image, and only
+        # read it: without image locking, as the second one could not open it.
+        return ["-drive", f"id=d1,file={disk},format=raw,if=none,file.locking=off"]
 
     def device_args(self, disk):
         raise NotImplementedError
@@ -365,193 +369,305 @@ def block_device(vm, bdf, timeout=30):
     return names[0]
 
 
-def access_latency(vm, what, command, reps, target_s):
-    """Median ns per access of a guest timing loop; also the value it read.
+# ---------------------------------------------------------------- interleaved runs
 
-    command(opts) is the guest command line, opts how long to loop: mmio-lat
-    or cfg-lat, both of which print "value=0x... count=... ns_per_read=...".
-    Each run loops for target_s (-t) rather than a count sized on a short
-    calibration loop: through the ring, the first accesses of a loop may find
-    the remote asleep and cost 100 times more than the next ones.  The value
-    must not change between runs.
+class Column:
+    """One booted VM of a device class: one column of the table."""
+
+    def __init__(self, devclass, mode, vm):
+        self.devclass = devclass
+        self.mode = mode
+        self.label = mode.label
+        self.name = f"{devclass.name} {mode.label}"
+        self.vm = vm
+        self.bdf = None
+        self.dev = None
+        self.res = {}           # metric key -> the median (or the one figure)
+        self.runs = {}          # metric key -> one value per round
+        self.cpu = 0.0          # host CPU seconds of its processes in its own runs
+        self.t_runs = 0.0       # wall seconds of its own runs
+
+
+def interleave(columns, reps, run, warmup=None):
+    """run(column) reps times per column, the columns taking turns.
+
+    Round r starts with column r % n, so that none is always the first after
+    a change of figure.  Load on the host that comes and goes (other machines'
+    work on the same CPUs) then falls on every column alike, and round r of
+    two columns ran next to each other: the ratios pair them.  Each run's
+    host CPU (schedstat, ns) and wall time go to its column.  Returns
+    {label: [what run returned, per round]}.
     """
-    def run(seconds):
-        cmd = command(f"-t {seconds:g}")
-        out = vm.shell.check(cmd, timeout=seconds + 120)
+    if warmup:
+        for col in columns:
+            warmup(col)
+    out = {col.label: [] for col in columns}
+    for r in range(reps):
+        k = r % len(columns)
+        for col in columns[k:] + columns[:k]:
+            before, t0 = vm_threads(col.vm), time.monotonic()
+            out[col.label].append(run(col))
+            col.t_runs += time.monotonic() - t0
+            after = vm_threads(col.vm)
+            if before and after:
+                col.cpu += sum(window_cpu(before, after).values())
+    return out
+
+
+def access_latency(columns, key, what, command, reps, target_s):
+    """Median ns per access of a guest timing loop, per column; also the value read.
+
+    command(column, opts) is the guest command line, opts how long to loop:
+    mmio-lat or cfg-lat, both of which print "value=0x... count=...
+    ns_per_read=...".  Each run loops for target_s (-t) rather than a count
+    sized on a short calibration loop: through the ring, the first accesses
+    of a loop may find the remote asleep and cost 100 times more than the
+    next ones.  The value must not change between runs.
+    """
+    def run(col, seconds):
+        cmd = command(col, f"-t {seconds:g}")
+        out = col.vm.shell.check(cmd, timeout=seconds + 120)
         m = re.search(r"count=(\d+) .*value=(0x[0-9a-f]+) .*ns_per_read=([0-9.]+)", out)
         if not m:
             raise VMError(f"unexpected output of {cmd!r}: {out!r}")
         return float(m.group(3)), m.group(2), int(m.group(1))
 
-    run(min(target_s, 0.05))  # warm-up
-    results = [run(target_s) for _ in range(reps)]
-    values = {r[1] for r in results}
-    if len(values) != 1:
-        raise VMError(f"{what} changes between runs: {values}")
-    log(f"bench: {vm.name}: {what}: ns per access per run: {spread(r[0] for r in results)} "
-        f"({min(r[2] for r in results)}..{max(r[2] for r in results)} per run)")
-    return statistics.median(r[0] for r in results), results[-1][1]
+    runs = interleave(columns, reps, lambda col: run(col, target_s),
+                      warmup=lambda col: run(col, min(target_s, 0.05)))
+    for col in columns:
+        results = runs[col.label]
+        values = {r[1] for r in results}
+        if len(values) != 1:
+            raise VMError(f"{col.name}: {what} changes between runs: {values}")
+        col.runs[key] = [r[0] for r in results]
+        col.res[key] = statistics.median(col.runs[key])
+        log(f"bench: {col.name}: {what}: ns per access per run: {spread(col.runs[key])} "
+            f"({min(r[2] for r in results)}..{max(r[2] for r in results)} per run)")
+    return {col.label: results[-1][1] for col, results in
+            ((c, runs[c.label]) for c in columns)}
 
 
-def bar_latency(vm, bdf, reg, reps, target_s, write=False):
-    bar, offset, width = reg
-    flag = " -W" if write else ""
-    return access_latency(
-        vm, f"{'write' if write else 'read'} of BAR{bar}+{offset:#x}",
-        lambda opts: f"mmio-lat {opts} -w {width}{flag} {bdf} {bar} {offset:#x}",
-        reps, target_s)
+def bar_latency(columns, key, reg_of, reps, target_s, write=False):
+    """reg_of(column): (bar, offset, width) of the register in that VM."""
+    def command(col, opts):
+        bar, offset, width = reg_of(col)
+        flag = " -W" if write else ""
+        return f"mmio-lat {opts} -w {width}{flag} {col.bdf} {bar} {offset:#x}"
+
+    bar, offset, _ = reg_of(columns[0])
+    return access_latency(columns, key,
+                          f"{'write' if write else 'read'} of BAR{bar}+{offset:#x}",
+                          command, reps, target_s)
 
 
-def config_latency(vm, bdf, reps, target_s):
-    return access_latency(vm, "config dword 0", lambda opts: f"cfg-lat {opts} {bdf} 0",
-                          reps, target_s)
+def config_latency(columns, reps, target_s):
+    return access_latency(columns, "cfg", "config dword 0",
+                          lambda col, opts: f"cfg-lat {opts} {col.bdf} 0", reps, target_s)
 
 
-def seq_read(vm, dev, size_mib, reps, target_s):
+def seq_read(columns, size_mib, reps, target_s):
     """Median MB/s (10^6 bytes/s) of dd iflag=direct bs=1M over the whole disk.
 
-    One run reads the disk as many times as it takes to last about target_s.
+    One run reads the disk as many times as it takes to last about target_s
+    (sized per column on a first, calibrating run).
     """
-    def run(passes):
+    passes = {}
+
+    def run(col, n):
         # busybox dd prints no rate: time it with the guest's nsclock helper.
-        out = vm.shell.check(f"t0=$(nsclock); for p in $(seq {passes}); do "
-                             f"dd if=/dev/{dev} of=/dev/null bs=1M count={size_mib} "
-                             "iflag=direct || break; done; t1=$(nsclock); "
-                             "echo elapsed_ns=$((t1 - t0))", timeout=600)
+        out = col.vm.shell.check(f"t0=$(nsclock); for p in $(seq {n}); do "
+                                 f"dd if=/dev/{col.dev} of=/dev/null bs=1M "
+                                 f"count={size_mib} iflag=direct || break; done; "
+                                 "t1=$(nsclock); echo elapsed_ns=$((t1 - t0))", timeout=600)
         records = re.findall(r"(\d+)\+0 records in", out)
         elapsed = re.search(r"elapsed_ns=(\d+)", out)
-        if not elapsed or [int(r) for r in records] != [size_mib] * passes:
-            raise VMError(f"dd did not read {passes} x {size_mib} MiB: {out!r}")
-        return passes * size_mib * 1024 * 1024 / 1e6 / (int(elapsed.group(1)) / 1e9)
+        if not elapsed or [int(r) for r in records] != [size_mib] * n:
+            raise VMError(f"dd did not read {n} x {size_mib} MiB: {out!r}")
+        return n * size_mib * 1024 * 1024 / 1e6 / (int(elapsed.group(1)) / 1e9)
 
-    mb_s = run(1)  # calibration (and warm-up)
-    passes = int(min(max(target_s * mb_s / (size_mib * 1.048576), 1), 32))
-    speeds = [run(passes) for _ in range(reps)]
-    log(f"bench: {vm.name}: MB/s per run: {spread(speeds)} ({passes} passes per run)")
-    return statistics.median(speeds)
+    def calibrate(col):
+        mb_s = run(col, 1)
+        passes[col.label] = int(min(max(target_s * mb_s / (size_mib * 1.048576), 1), 32))
+
+    runs = interleave(columns, reps, lambda col: run(col, passes[col.label]),
+                      warmup=calibrate)
+    for col in columns:
+        col.runs["seq"] = runs[col.label]
+        col.res["seq"] = statistics.median(runs[col.label])
+        log(f"bench: {col.name}: MB/s per run: {spread(runs[col.label])} "
+            f"({passes[col.label]} passes per run)")
 
 
-def rand_read(vm, dev, reps, seconds, jobs):
+def rand_read(columns, key, reps, seconds, jobs):
     """Median 4 KiB random-read IOPS at queue depth jobs; also randread's data check."""
-    def run(secs):
-        out = vm.shell.check(f"randread -t {secs} -b 4096 -s {RAND_SEED} -j {jobs} /dev/{dev}",
-                             timeout=secs + 120)
+    def run(col, secs):
+        out = col.vm.shell.check(f"randread -t {secs} -b 4096 -s {RAND_SEED} -j {jobs} "
+                                 f"/dev/{col.dev}", timeout=secs + 120)
         m = re.search(r"ios=(\d+) .*iops=([0-9.]+) .*check=(\S+)", out)
         if not m:
             raise VMError(f"unexpected randread output: {out!r}")
         return float(m.group(2)), m.group(3), int(m.group(1))
 
-    run(min(seconds, 0.2))  # warm-up
-    results = [run(seconds) for _ in range(reps)]
-    # A run too short to hash all the blocks of the check says "n/a".
-    checks = {r[1] for r in results} - {"n/a"}
-    if len(checks) > 1:
-        raise VMError(f"randread -j {jobs} read different data in runs of the same boot: "
-                      f"{checks}")
-    check = checks.pop() if checks else "n/a"
-    log(f"bench: {vm.name}: QD{jobs} IOPS per run: {spread(r[0] for r in results)} "
-        f"(>= {min(r[2] for r in results)} reads per run, data check {check})")
-    return statistics.median(r[0] for r in results), check
+    runs = interleave(columns, reps, lambda col: run(col, seconds),
+                      warmup=lambda col: run(col, min(seconds, 0.2)))
+    for col in columns:
+        results = runs[col.label]
+        # A run too short to hash all the blocks of the check says "n/a".
+        checks = {r[1] for r in results} - {"n/a"}
+        if len(checks) > 1:
+            raise VMError(f"{col.name}: randread -j {jobs} read different data in runs of "
+                          f"the same boot: {checks}")
+        col.res[f"check{jobs}"] = checks.pop() if checks else "n/a"
+        col.runs[key] = [r[0] for r in results]
+        col.res[key] = statistics.median(col.runs[key])
+        log(f"bench: {col.name}: QD{jobs} IOPS per run: {spread(col.runs[key])} "
+            f"(>= {min(r[2] for r in results)} reads per run, "
+            f"data check {col.res[f'check{jobs}']})")
 
 
-# ---------------------------------------------------------------- one VM
+# ---------------------------------------------------------------- one device class
 
-def measure(devclass, mode, args, disk, deadline=None):
-    """Boot one VM and take every figure; returns {metric key: value}.
-
-    deadline (seconds): kill the VM after that long, so that the measurement
-    fails instead of hanging (used for the upstream QEMU).
-    """
-    label = f"{devclass.name} {mode.label}"
+def boot(devclass, mode, args, disk):
+    """Start the VM of one column and find its device; returns the Column."""
     vm = BenchVM(devclass, mode.vm_mode, args.machine, disk, proxy_opts=mode.proxy_opts,
                  qemu=mode.qemu, append=APPEND,
                  name=f"bench-{devclass.name}-{mode.label}")
-    watchdog = None
-    if deadline:
-        watchdog = threading.Timer(deadline, vm.kill_now)
-        watchdog.daemon = True
-        watchdog.start()
+    col = Column(devclass, mode, vm)
+    t0 = time.monotonic()
     try:
-        t0 = time.monotonic()
-        busy0, own0 = host_busy_seconds(), own_cpu_seconds()
         vm.start()
-        log(f"bench: {label}: guest up in {time.monotonic() - t0:.1f} s, pids {vm.pids()}")
+        log(f"bench: {col.name}: guest up in {time.monotonic() - t0:.1f} s, "
+            f"pids {vm.pids()}")
         bdfs = pci_functions(vm, devclass.vendor_device)
         if len(bdfs) != 1:
             raise VMError(f"guest sees {len(bdfs)} {devclass.name} functions "
                           f"({':'.join(devclass.vendor_device)})")
-        bdf = bdfs[0]
-        dev = block_device(vm, bdf)
-        res = {}
-
-        reg = devclass.mmio_register(vm, bdf)
-        res["mmio_r"], value = bar_latency(vm, bdf, reg, args.reps, args.seconds)
-        devclass.check_value(value)
-        res["value"] = value
-        log(f"bench: {label}: {bdf} /dev/{dev}, MMIO read BAR{reg[0]}+{reg[1]:#x} = {value}")
-        wreg = devclass.write_register(vm, bdf)
-        res["mmio_w"], res["wvalue"] = bar_latency(vm, bdf, wreg, args.reps, args.seconds,
-                                                   write=True)
-        log(f"bench: {label}: MMIO write BAR{wreg[0]}+{wreg[1]:#x} <- {res['wvalue']}")
-        if isinstance(devclass, Lsi):
-            res["pio"], pio_val = bar_latency(vm, bdf, devclass.pio_register(),
-                                              args.reps, args.seconds)
-            if pio_val != value:
-                raise VMError(f"SCRATCHA reads {value} through BAR1 but {pio_val} "
-                              "through BAR0: the reads do not reach the device")
-        res["cfg"], cfg_val = config_latency(vm, bdf, args.reps, args.seconds)
-        want = (int(devclass.vendor_device[1], 16) << 16) | int(devclass.vendor_device[0], 16)
-        if int(cfg_val, 16) != want:
-            raise VMError(f"config dword 0 of {bdf} reads {cfg_val}, not {want:#010x}")
-
-        res["seq"] = seq_read(vm, dev, args.disk_mib, args.reps, args.seq_seconds)
-        log(f"bench: {label}: sequential {res['seq']:.1f} MB/s")
-        res["qd1"], res["check1"] = rand_read(vm, dev, args.reps, args.rand_seconds, 1)
-        res[f"qd{QD_DEEP}"], res["check16"] = rand_read(vm, dev, args.reps,
-                                                         args.rand_seconds, QD_DEEP)
-        log(f"bench: {label}: random 4K QD1 {res['qd1']:.0f} IOPS, "
-            f"QD{QD_DEEP} {res[f'qd{QD_DEEP}']:.0f} IOPS")
-
-        cpu = vm_cpu(vm)
-        res["cpu_run"] = sum(cpu.values())
-        log(f"bench: {label}: host CPU over the run ({time.monotonic() - t0:.1f} s wall): "
-            + ", ".join(f"{k} {v:.2f} s" for k, v in cpu.items()))
-
-        # Idle: the guest sits at its shell prompt; nothing is typed meanwhile.
-        time.sleep(args.idle_settle)
-        before, before_ticks = vm_threads(vm), vm_cpu(vm)
-        t_idle = time.monotonic()
-        time.sleep(args.idle_seconds)
-        after, after_ticks = vm_threads(vm), vm_cpu(vm)
-        t_idle = time.monotonic() - t_idle
-        ticks = {k: after_ticks[k] - before_ticks[k] for k in after_ticks}
-        idle = window_cpu(before, after) if before and after else ticks
-        # Scaled to exactly idle_seconds (the sleep may overrun a little).
-        res["idle"] = sum(idle.values()) * args.idle_seconds / t_idle
-        log(f"bench: {label}: host CPU while idle for {t_idle:.2f} s: "
-            + ", ".join(f"{k} {v:.3f} s" for k, v in idle.items())
-            + " (utime+stime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ticks.items()) + ")")
-
-        # Whatever else kept the host's CPUs busy meanwhile: other processes
-        # compete with the vCPU and the remote for the CPUs and skew every figure.
-        busy, own = host_busy_seconds() - busy0, own_cpu_seconds() - own0
-        other = busy - sum(after_ticks.values()) - own
-        res["other"] = max(other, 0.0) / (time.monotonic() - t0)
-        log(f"bench: {label}: host CPUs busy {busy:.2f} s: this VM "
-            f"{sum(after_ticks.values()):.2f} s, this script {own:.2f} s, others {other:.2f} s")
-
-        vm.poweroff()
-        log(f"bench: {label}: done in {time.monotonic() - t0:.1f} s")
-        return res
+        col.bdf = bdfs[0]
+        col.dev = block_device(vm, col.bdf)
     except Exception:
         vm.close()
         vm.dump_logs()
+        vm.cleanup()
         raise
+    return col
+
+
+def take_figures(columns, args):
+    """Every figure of every column, their runs interleaved (see interleave())."""
+    devclass = columns[0].devclass
+    regs = {col.label: devclass.mmio_register(col.vm, col.bdf) for col in columns}
+    values = bar_latency(columns, "mmio_r", lambda col: regs[col.label], args.reps,
+                         args.seconds)
+    for col in columns:
+        devclass.check_value(values[col.label])
+        col.res["value"] = values[col.label]
+        log(f"bench: {col.name}: {col.bdf} /dev/{col.dev}, MMIO read "
+            f"BAR{regs[col.label][0]}+{regs[col.label][1]:#x} = {values[col.label]}")
+    wregs = {col.label: devclass.write_register(col.vm, col.bdf) for col in columns}
+    values = bar_latency(columns, "mmio_w", lambda col: wregs[col.label], args.reps,
+                         args.seconds, write=True)
+    for col in columns:
+        col.res["wvalue"] = values[col.label]
+    if isinstance(devclass, Lsi):
+        values = bar_latency(columns, "pio", lambda col: devclass.pio_register(),
+                             args.reps, args.seconds)
+        for col in columns:
+            if values[col.label] != col.res["value"]:
+                raise VMError(f"{col.name}: SCRATCHA reads {col.res['value']} through BAR1 "
+                              f"but {values[col.label]} through BAR0: the reads do not "
+                              "reach the device")
+    values = config_latency(columns, args.reps, args.seconds)
+    want = (int(devclass.vendor_device[1], 16) << 16) | int(devclass.vendor_device[0], 16)
+    for col in columns:
+        if int(values[col.label], 16) != want:
+            raise VMError(f"{col.name}: config dword 0 of {col.bdf} reads "
+                          f"{values[col.label]}, not {want:#010x}")
+
+    seq_read(columns, args.disk_mib, args.reps, args.seq_seconds)
+    rand_read(columns, "qd1", args.reps, args.rand_seconds, 1)
+    rand_read(columns, f"qd{QD_DEEP}", args.reps, args.rand_seconds, QD_DEEP)
+    for col in columns:
+        log(f"bench: {col.name}: sequential {col.res['seq']:.1f} MB/s, random 4K "
+            f"QD1 {col.res['qd1']:.0f} IOPS, QD{QD_DEEP} {col.res[f'qd{QD_DEEP}']:.0f} IOPS")
+        col.res["cpu_run"] = col.cpu
+        log(f"bench: {col.name}: host CPU in its runs: {col.cpu:.2f} s "
+            f"in {col.t_runs:.1f} s")
+
+    # Idle: every guest sits at its shell prompt; nothing is typed meanwhile.
+    time.sleep(args.idle_settle)
+    before = {col.label: (vm_threads(col.vm), vm_cpu(col.vm)) for col in columns}
+    t_idle = time.monotonic()
+    time.sleep(args.idle_seconds)
+    after = {col.label: (vm_threads(col.vm), vm_cpu(col.vm)) for col in columns}
+    t_idle = time.monotonic() - t_idle
+    for col in columns:
+        (b_threads, b_ticks), (a_threads, a_ticks) = before[col.label], after[col.label]
+        ticks = {k: a_ticks[k] - b_ticks[k] for k in a_ticks}
+        idle = window_cpu(b_threads, a_threads) if b_threads and a_threads else ticks
+        # Scaled to exactly idle_seconds (the sleep may overrun a little).
+        col.res["idle"] = sum(idle.values()) * args.idle_seconds / t_idle
+        log(f"bench: {col.name}: host CPU while idle for {t_idle:.2f} s: "
+            + ", ".join(f"{k} {v:.3f} s" for k, v in idle.items())
+            + " (utime+stime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ticks.items())
+            + ")")
+
+
+def measure(devclass, modes, args, disk, deadline=None):
+    """Boot one VM per mode, all at once, and take every figure of each.
+
+    Returns {label: {metric key: value, "runs": {key: [per round]}}} of the
+    columns measured.  A column whose VM does not come up is left out; one
+    that fails during the figures fails them all (raised).  deadline
+    (seconds): kill the VMs after that long, so that the measurement fails
+    instead of hanging (used for the upstream QEMU).
+    """
+    columns = []
+    watchdog = None
+    t0 = time.monotonic()
+    busy0, own0 = host_busy_seconds(), own_cpu_seconds()
+    if deadline:
+        watchdog = threading.Timer(deadline, lambda: [c.vm.kill_now() for c in columns])
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        for mode in modes:
+            log(f"bench: booting {devclass.name} {mode.label} ({mode.vm_mode}"
+                f"{mode.proxy_opts}, -machine {args.machine})")
+            try:
+                columns.append(boot(devclass, mode, args, disk))
+            except Exception as exc:  # pylint: disable=broad-except
+                log(f"bench: {devclass.name} {mode.label} failed to start: {exc}")
+        if not columns:
+            return {}
+        busy0, own0 = host_busy_seconds(), own_cpu_seconds()
+        cpu0 = {col.label: sum(vm_cpu(col.vm).values()) for col in columns}
+        t_fig = time.monotonic()
+        try:
+            take_figures(columns, args)
+        except Exception:
+            for col in columns:
+                col.vm.close()
+                col.vm.dump_logs()
+            raise
+        # Whatever else kept the host's CPUs busy meanwhile: other processes
+        # compete with the vCPUs and the remotes for the CPUs and skew every figure.
+        t_fig = time.monotonic() - t_fig
+        busy, own = host_busy_seconds() - busy0, own_cpu_seconds() - own0
+        ours = sum(sum(vm_cpu(col.vm).values()) - cpu0[col.label] for col in columns)
+        other = busy - ours - own
+        log(f"bench: {devclass.name}: host CPUs busy {busy:.2f} s in {t_fig:.1f} s: "
+            f"these VMs {ours:.2f} s, this script {own:.2f} s, others {other:.2f} s")
+        for col in columns:
+            col.res["other"] = max(other, 0.0) / t_fig
+            col.vm.poweroff()
+        log(f"bench: {devclass.name}: done in {time.monotonic() - t0:.1f} s")
+        return {col.label: dict(col.res, runs=col.runs) for col in columns}
     finally:
         if watchdog:
             watchdog.cancel()
-        vm.close()
-        vm.cleanup()
+        for col in columns:
+            col.vm.close()
+            col.vm.cleanup()
 
 
 # ---------------------------------------------------------------- upstream QEMU
@@ -728,7 +844,7 @@ METRICS = [
     ("seq read 1 MiB direct", "MB/s", "seq", "{:.1f}", (">=", 0.95)),
     ("rand read 4 KiB QD1", "IOPS", "qd1", "{:.0f}", (">=", 0.95)),
     (f"rand read 4 KiB QD{QD_DEEP}", "IOPS", f"qd{QD_DEEP}", "{:.0f}", (">=", 0.95)),
-    ("host CPU, whole run", "s", "cpu_run", "{:.2f}", None),
+    ("host CPU, its runs", "s", "cpu_run", "{:.2f}", None),
     ("host CPU, idle", "s", "idle", "{:.3f}", ("<=", 1.1)),
 ]
 
@@ -752,22 +868,34 @@ def target_met(ratio, target):
     return ratio <= bound if op == "<=" else ratio >= bound
 
 
+def paired_ratio(base, other, key):
+    """other / base of one metric: the median of the rounds' ratios where both
+    columns have per-round runs (they ran next to each other), else the ratio
+    of the two figures."""
+    b, o = base.get("runs", {}).get(key), other.get("runs", {}).get(key)
+    if b and o and len(b) == len(o) and all(b):
+        return statistics.median(x / y for x, y in zip(o, b))
+    return other[key] / base[key]
+
+
 def print_table(args, results, classes, modes, upstream):
     """upstream: {device: (ran, short reason, long reason)} or None (column off)."""
     proxied = modes[1:]
     print()
     print(f"mpqemu bench: -machine {args.machine}, TCG, {args.disk_mib} MiB raw disk; "
-          f"median of {args.reps} runs per boot, one boot per device and column")
+          f"median of {args.reps} runs; per device, the columns' VMs run side by side "
+          "and take turns")
     print("  ring     = proxied, x-pci-proxy-dev defaults (shared-memory ring)")
     print("  socket   = proxied, x-pci-proxy-dev ring=off (every access over the socket)")
     print(f"  (both proxied columns link main and remote by {args.transport})")
     if upstream is not None:
         print(f"  upstream = {args.upstream_qemu} (QEMU {args.upstream_version}), "
               "upstream's x-pci-proxy-dev, fd=, TCG")
-    print("  host CPU = main + remote QEMU; idle = "
-          f"{args.idle_seconds:g} s of an idle guest after the measurements")
+    print("  host CPU = main + remote QEMU, over the column's own runs; idle = "
+          f"{args.idle_seconds:g} s of the idle guests after the measurements")
     print("ratios: proxied / in-process (latency, CPU: >1x = proxied costs more; "
-          "MB/s, IOPS: <1x = proxied slower)")
+          "MB/s, IOPS: <1x = proxied slower),")
+    print("  the median of the ratios of runs taken one after the other")
     print("targets: MMIO read latency <= 2x, MB/s and IOPS >= 0.95x, idle CPU <= 1.1x")
     up_width = 0
     if upstream is not None:
@@ -803,7 +931,8 @@ def print_table(args, results, classes, modes, upstream):
                 value = results.get((dc.name, m.label), {}).get(key)
                 cells.append(fmt(value, vfmt))
                 if base and value:
-                    ratio = value / base
+                    ratio = paired_ratio(results[(dc.name, modes[0].label)],
+                                         results[(dc.name, m.label)], key)
                     mark = ""
                     if target:
                         ok = target_met(ratio, target)
@@ -855,6 +984,8 @@ def main():
                         help="how the proxied configurations connect their two processes")
     parser.add_argument("--devices", default=",".join(CLASSES),
                         help=f"comma-separated subset of {','.join(CLASSES)}")
+    parser.add_argument("--columns", default="ring,socket",
+                        help="proxied columns to measure next to in-process (ring,socket)")
     parser.add_argument("--quick", action="store_true",
                         help="short run (about 4 minutes): 64 MiB disk, 3 runs, short runs, "
                         "4 s idle; explicit options still win")
@@ -905,6 +1036,10 @@ def main():
     vm_mode = f"proxy-{args.transport}"
     modes = [Mode("in-process", "inproc"), Mode("ring", vm_mode),
              Mode("socket", vm_mode, ",ring=off")]
+    wanted = args.columns.split(",")
+    if any(w not in ("ring", "socket") for w in wanted):
+        parser.error(f"unknown column in --columns {args.columns}; choose from ring,socket")
+    modes = [modes[0]] + [m for m in modes[1:] if m.label in wanted]
     results = {}
     failed = []
     upstream = None
@@ -923,13 +1058,15 @@ def main():
         disk = os.path.join(tmp, "disk.img")
         make_disk(disk, args.disk_mib, seed=7)
         for dc in classes:
+            try:
+                measured = measure(dc, modes, args, disk)
+            except Exception as exc:  # pylint: disable=broad-except
+                log(f"bench: {dc.name} failed: {exc}")
+                measured = {}
             for mode in modes:
-                log(f"bench: measuring {dc.name} {mode.label} ({mode.vm_mode}"
-                    f"{mode.proxy_opts}, -machine {args.machine})")
-                try:
-                    results[(dc.name, mode.label)] = measure(dc, mode, args, disk)
-                except Exception as exc:  # pylint: disable=broad-except
-                    log(f"bench: {dc.name} {mode.label} failed: {exc}")
+                if mode.label in measured:
+                    results[(dc.name, mode.label)] = measured[mode.label]
+                else:
                     failed.append(f"{dc.name} {mode.label}")
             if upstream is None or dc.name in upstream:
                 continue
@@ -948,8 +1085,10 @@ def main():
             log(f"bench: upstream {dc.name}: {probe[1]}; measuring it")
             mode = Mode("upstream", "proxy-fd", qemu=args.upstream_qemu)
             try:
-                results[(dc.name, "upstream")] = measure(dc, mode, args, disk,
-                                                         deadline=args.upstream_deadline)
+                measured = measure(dc, [mode], args, disk, deadline=args.upstream_deadline)
+                if "upstream" not in measured:
+                    raise VMError("its VM did not start")
+                results[(dc.name, "upstream")] = measured["upstream"]
                 upstream[dc.name] = (True, probe[1], "")
             except Exception as exc:  # pylint: disable=broad-except
                 log(f"bench: upstream {dc.name} failed: {exc}")
