@@ -100,14 +100,21 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
                                    int64_t deadline, Error **errp)
 {
     MPQemuRing *ring = link->ring;
-    int64_t poll_until = get_clock() + PROXY_RING_POLL_NS;
+    int64_t start = get_clock();
     Error *err = NULL;
 
     while (mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
-        if (get_clock() >= poll_until) {
+        int64_t waited = get_clock() - start;
+
+        if (waited >= PROXY_RING_POLL_NS) {
             break;
         }
-        cpu_relax();
+        /* Most answers come at once; a slow one needs our CPU, maybe */
+        if (waited < MPQEMU_RING_SPIN_NS) {
+            cpu_relax();
+        } else {
+            sched_yield();
+        }
     }
     if (!mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
         return true;

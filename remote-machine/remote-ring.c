@@ -2,7 +2,8 @@
  * Remote side of the shared-memory ring: a thread serves the BAR accesses
  * the proxy queues, keeps the shadow copy of side-effect-free registers,
  * and passes doorbell eventfds on to the device once the ring is drained.
- * It polls while the device is busy and sleeps while it is idle.
+ * It polls while the device is busy (for a window that adapts to the gaps
+ * between requests) and sleeps while it is idle.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -23,10 +24,17 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
-/* How long the thread keeps polling after a request before it sleeps */
-#define REMOTE_RING_POLL_NS     (200 * SCALE_US)
+/*
+ * How long the thread keeps polling after a request before it sleeps: a
+ * window that adapts to the gaps between requests. A request that comes
+ * after the window closed, but not long after, widens it (it would have
+ * saved a wake-up); a gap longer than the widest window narrows it.
+ */
+#define REMOTE_RING_POLL_MIN_NS     (50 * SCALE_US)
+#define REMOTE_RING_POLL_START_NS   (200 * SCALE_US)
+#define REMOTE_RING_POLL_MAX_NS     (1000 * SCALE_US)
 /* While polling, how many spins between looks at the doorbells */
-#define REMOTE_RING_SPINS_PER_EPOLL 64
+#define REMOTE_RING_SPINS_PER_EPOLL 16
 
 /* epoll data of the thread's own descriptors; doorbells use their id */
 #define RING_EPOLL_KICK         0
@@ -164,11 +172,23 @@ static void remote_ring_serve_locked(RemoteRing *rr)
     }
 }
 
+/* The next polling window, after a gap of @gap_ns between requests */
+static void remote_ring_adapt(int64_t *poll_ns, int64_t gap_ns)
+{
+    if (gap_ns > REMOTE_RING_POLL_MAX_NS) {
+        *poll_ns = MAX(*poll_ns / 2, REMOTE_RING_POLL_MIN_NS);
+    } else if (gap_ns > *poll_ns) {
+        *poll_ns = MIN(*poll_ns * 2, REMOTE_RING_POLL_MAX_NS);
+    }
+    trace_remote_ring_poll_window(gap_ns, *poll_ns);
+}
+
 static void *remote_ring_thread(void *opaque)
 {
     RemoteRing *rr = opaque;
     MPQemuRing *ring = rr->ring;
-    int64_t busy_until = 0;
+    int64_t poll_ns = REMOTE_RING_POLL_START_NS;
+    int64_t last_served = 0, busy_until = 0;
     unsigned spins = 0;
 
     rcu_register_thread();
@@ -181,7 +201,16 @@ static void *remote_ring_thread(void *opaque)
         if (qatomic_load_acquire(&ring->req_seq) == rr->served) {
             if (get_clock() < busy_until &&
                 ++spins % REMOTE_RING_SPINS_PER_EPOLL) {
-                cpu_relax();
+                /*
+                 * Poll, but soon give the CPU to whoever else wants it: on
+                 * a host with few CPUs, the device's own I/O threads and
+                 * the vCPU need it more than a thread that waits.
+                 */
+                if (get_clock() - last_served < MPQEMU_RING_SPIN_NS) {
+                    cpu_relax();
+                } else {
+                    sched_yield();
+                }
                 continue;
             }
             if (get_clock() >= busy_until) {
@@ -209,6 +238,7 @@ static void *remote_ring_thread(void *opaque)
             }
         }
 
+        remote_ring_adapt(&poll_ns, get_clock() - last_served);
         bql_lock();
         if (rr->stop) {
             bql_unlock();
@@ -220,7 +250,8 @@ static void *remote_ring_thread(void *opaque)
             remote_object_doorbell_rang(rr->owner, rang[i]);
         }
         bql_unlock();
-        busy_until = get_clock() + REMOTE_RING_POLL_NS;
+        last_served = get_clock();
+        busy_until = last_served + poll_ns;
     }
     rcu_unregister_thread();
     remote_ring_free(rr);

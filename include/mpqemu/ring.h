@@ -64,6 +64,12 @@ typedef struct MPQemuRing {
 
 #define MPQEMU_RING_SIZE        4096    /* the ring page; the shadow follows */
 
+/*
+ * Both sides poll the ring with the CPU to themselves for this long after
+ * their last look found work; then they poll yielding the CPU between looks.
+ */
+#define MPQEMU_RING_SPIN_NS     (5 * SCALE_US)
+
 QEMU_BUILD_BUG_ON(sizeof(MPQemuRingEntry) != 32);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuRing) > MPQEMU_RING_SIZE);
 
