@@ -17,6 +17,7 @@
 #include "hw/pci/msi.h"
 #include "hw/core/cpu.h"
 #include "qemu/main-loop.h"
+#include "system/runstate.h"
 #include "migration/vmstate.h"
 #include "qapi/qapi-events-mpqemu.h"
 #include "mpqemu/socket.h"
@@ -298,9 +299,9 @@ static int proxy_connect(PCIProxyDev *dev, Error **errp)
 static uint64_t proxy_wanted_features(PCIProxyDev *dev)
 {
     if (!dev->use_ring) {
-        return 0;
+        return MPQEMU_FEATURE_RUN_STATE;
     }
-    return MPQEMU_FEATURE_RING |
+    return MPQEMU_FEATURE_RUN_STATE | MPQEMU_FEATURE_RING |
            (dev->use_posted_writes ? MPQEMU_FEATURE_POSTED_WRITES : 0) |
            (dev->use_shadow ? MPQEMU_FEATURE_SHADOW : 0) |
            (dev->use_ioeventfd ? MPQEMU_FEATURE_IOEVENTFD : 0);
@@ -692,6 +693,10 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
             dev->features &= ~MPQEMU_FEATURES_RING_BASED;
         }
     }
+    /* a device hotplugged or reattached while the VM is stopped waits */
+    if (!runstate_is_running() && !proxy_runstate_send(dev, false, errp)) {
+        goto fail;
+    }
     /* a notification refused on the way (a doorbell) ended the link */
     if (dev->failed) {
         error_setg(errp, "%s", dev->link.broken ?: "the remote process "
@@ -718,7 +723,9 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "timeout must be at least 1 ms");
         return;
     }
-    proxy_connect_device(dev, false, errp);
+    if (proxy_connect_device(dev, false, errp)) {
+        proxy_runstate_init(dev);
+    }
 }
 
 /*
@@ -835,6 +842,7 @@ static void proxy_exit(PCIDevice *pdev)
 {
     PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
 
+    proxy_runstate_cleanup(dev);
     proxy_memory_stop(&dev->memory);
     proxy_ioeventfd_clear(dev);
     proxy_close_link(dev, true);

@@ -141,7 +141,13 @@ struct PCIProxyDev {
     RemoteDeviceFailureCause failure_cause;     /* once failed */
     pid_t peer_pid;         /* of the remote at socket=, 0 if unknown */
     RemoteProcess *remote_process;  /* that created our device link */
+    VMChangeStateEntry *runstate_entry;
 };
+
+/* proxy-runstate.c */
+bool proxy_runstate_send(PCIProxyDev *dev, bool running, Error **errp);
+void proxy_runstate_init(PCIProxyDev *dev);
+void proxy_runstate_cleanup(PCIProxyDev *dev);
 
 /* proxy-pci.c */
 bool proxy_is_connected(PCIProxyDev *dev);

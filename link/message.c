@@ -59,6 +59,9 @@ static const MPQemuCmdShape cmd_shape[MPQEMU_CMD__MAX] = {
     [MPQEMU_CMD_IOEVENTFD] = {
         "IOEVENTFD", -1, -1
     },
+    [MPQEMU_CMD_RUN_STATE] = {
+        "RUN_STATE", sizeof(MPQemuRunState), 0
+    },
 };
 
 bool mpqemu_cmd_is_notification(unsigned int cmd)

@@ -41,6 +41,7 @@ struct RemoteObject {
     MPQemuRecvState rx;     /* a request that has partly arrived */
     QEMUTimer *rx_timer;    /* ... and how long it may take to complete */
     bool hello_done;
+    bool holds_stopped;     /* its proxy's VM is stopped: remote_runstate */
     PCIDevice *pdev;
     RemotePCIHost *host;
     /* Each region seen from offset 0, wherever its BAR is mapped */
@@ -64,6 +65,20 @@ struct RemoteObject {
 bool remote_object_has_peer(RemoteObject *o)
 {
     return o->fd >= 0 || o->listen_fd >= 0;
+}
+
+/* The proxy says whether its VM runs; the devices run only if all do */
+static void remote_object_set_vm_running(RemoteObject *o, bool running)
+{
+    if (o->holds_stopped == !running) {
+        return;
+    }
+    o->holds_stopped = !running;
+    if (running) {
+        remote_runstate_release();
+    } else {
+        remote_runstate_hold();
+    }
 }
 
 static void remote_object_disconnect(RemoteObject *o, const char *reason)
@@ -94,6 +109,8 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
         /* nobody drives the device any more: stop its DMA and interrupts */
         pci_device_reset(o->pdev);
     }
+    /* nobody to run it for: it does not keep the others stopped either */
+    remote_object_set_vm_running(o, true);
     remote_machine_peer_gone();
 }
 
@@ -411,6 +428,25 @@ static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
     }
 }
 
+static void remote_handle_run_state(RemoteObject *o, MPQemuMsg *req,
+                                    MPQemuMsg *reply)
+{
+    uint32_t running = le32_to_cpu(req->u.run_state.running);
+
+    if (!(o->features & MPQEMU_FEATURE_RUN_STATE)) {
+        mpqemu_msg_init_error(reply, req, -ENOTSUP, "RUN_STATE was not "
+                              "negotiated");
+        return;
+    }
+    if (running > 1) {
+        mpqemu_msg_init_error(reply, req, -EINVAL, "RUN_STATE running must "
+                              "be 0 or 1, not %u", running);
+        return;
+    }
+    remote_object_set_vm_running(o, running);
+    mpqemu_msg_init_reply(reply, req, 0);
+}
+
 static void remote_handle_memory_map(RemoteObject *o, MPQemuMsg *req,
                                      MPQemuMsg *reply)
 {
@@ -464,6 +500,9 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
         break;
     case MPQEMU_CMD_ACCESS_HINTS:
         remote_handle_access_hints(o, req, reply);
+        break;
+    case MPQEMU_CMD_RUN_STATE:
+        remote_handle_run_state(o, req, reply);
         break;
     case MPQEMU_CMD_RESET:
         /* as the guest's bus reset does: the device and its PCI state */

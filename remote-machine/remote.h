@@ -96,6 +96,10 @@ void remote_doorbells_stop(RemoteDoorbells *db);
 void remote_doorbells_rang(RemoteDoorbells *db, uint32_t id);
 
 /* remote-object.c */
+/* remote-runstate.c */
+void remote_runstate_hold(void);
+void remote_runstate_release(void);
+
 bool remote_object_has_peer(RemoteObject *o);
 int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
                              uint64_t offset, unsigned size, uint64_t *value,

@@ -24,6 +24,7 @@ typedef struct MPQemuMsg {
         MPQemuSetIrq set_irq;
         MPQemuMsi msi;
         MPQemuRingSetup ring_setup;
+        MPQemuRunState run_state;
         MPQemuAccessHints hints;
         MPQemuIoeventfd ioeventfd;
         MPQemuError error;

@@ -35,6 +35,7 @@ typedef enum MPQemuCmd {
     MPQEMU_CMD_RING_SETUP   = 11,   /* proxy -> remote, request, carries fds */
     MPQEMU_CMD_ACCESS_HINTS = 12,   /* proxy -> remote, request */
     MPQEMU_CMD_IOEVENTFD    = 13,   /* remote -> proxy, notification, fd */
+    MPQEMU_CMD_RUN_STATE    = 14,   /* proxy -> remote, request */
     MPQEMU_CMD__MAX,
 } MPQemuCmd;
 
@@ -65,10 +66,13 @@ typedef struct QEMU_PACKED MPQemuHello {
 #define MPQEMU_FEATURE_SHADOW   (1ULL << 2)
 /* With the ring: doorbells the device wants as eventfds are signalled directly */
 #define MPQEMU_FEATURE_IOEVENTFD (1ULL << 3)
+/* The remote's devices run only while the proxy's VM runs: RUN_STATE */
+#define MPQEMU_FEATURE_RUN_STATE (1ULL << 4)
 #define MPQEMU_FEATURES_KNOWN   (MPQEMU_FEATURE_RING | \
                                  MPQEMU_FEATURE_POSTED_WRITES | \
                                  MPQEMU_FEATURE_SHADOW | \
-                                 MPQEMU_FEATURE_IOEVENTFD)
+                                 MPQEMU_FEATURE_IOEVENTFD | \
+                                 MPQEMU_FEATURE_RUN_STATE)
 /* The features that only work on top of the ring */
 #define MPQEMU_FEATURES_RING_BASED (MPQEMU_FEATURE_POSTED_WRITES | \
                                     MPQEMU_FEATURE_SHADOW | \
@@ -204,6 +208,16 @@ typedef struct QEMU_PACKED MPQemuIoeventfd {
     uint8_t flags;
     uint8_t reserved[5];
 } MPQemuIoeventfd;
+
+/*
+ * MPQEMU_CMD_RUN_STATE request: whether the proxy's VM runs. The remote
+ * answers once its devices are quiesced (no DMA, no interrupts after the
+ * reply) or running again.
+ */
+typedef struct QEMU_PACKED MPQemuRunState {
+    uint32_t running;       /* 0 or 1 */
+    uint32_t reserved;
+} MPQemuRunState;
 
 /* MPQEMU_CMD_SET_IRQ notification */
 typedef struct QEMU_PACKED MPQemuSetIrq {
