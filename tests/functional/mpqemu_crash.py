@@ -16,6 +16,7 @@ import re
 import time
 
 from mpqemu_remote_qmp import MainVM, remote_qmp, remote_qom_names
+from mpqemu_topology import start_or_fail
 from mpqemu_vm import MIB, VMError, make_disk
 
 DISK_MIB = 16
@@ -159,3 +160,12 @@ def nvme_blockdev_args(image):
 
 def region(data, offset_mib, length_mib):
     return data[offset_mib * MIB:(offset_mib + length_mib) * MIB]
+
+
+def started_crash_vm(request):
+    """A pytest fixture's body: a started CrashVM named after the test, shut
+    down and removed after it."""
+    vm = start_or_fail(CrashVM(name=request.node.name[:40]))
+    yield vm
+    vm.close()
+    vm.cleanup()

@@ -62,11 +62,10 @@ import time
 
 import pytest
 
-from mpqemu_crash import (DISK_MIB, CrashVM, nvme_blockdev_args, region)
+from mpqemu_crash import DISK_MIB, nvme_blockdev_args, region, started_crash_vm
 from mpqemu_remote_qmp import (children_of, gone, process_state, qmp_error, qom_names,
                                remote_processes, remote_qmp, remote_qom_names, start_time,
                                kill_if_same, wait_until)
-from mpqemu_topology import start_or_fail
 from mpqemu_vm import MIB, Child, file_sha256
 
 # Within this many seconds of the kill the main QEMU must have told
@@ -164,12 +163,7 @@ class Rig:
             "what the guest wrote after the recovery is not in the image"
 
 
-@pytest.fixture(name="vm")
-def fixture_vm(request):
-    vm = start_or_fail(CrashVM(name=request.node.name[:40]))
-    yield vm
-    vm.close()
-    vm.cleanup()
+fixture_vm = pytest.fixture(name="vm")(started_crash_vm)
 
 
 # ---------------------------------------------------------------- timed checks

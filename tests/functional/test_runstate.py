@@ -24,9 +24,8 @@ import time
 
 import pytest
 
-from mpqemu_crash import DISK_MIB, CrashVM
+from mpqemu_crash import DISK_MIB, started_crash_vm
 from mpqemu_remote_qmp import remote_qmp, wait_until
-from mpqemu_topology import start_or_fail
 
 
 def sha256(data):
@@ -42,12 +41,7 @@ def remote_reads(vm, rp_id):
     return sum(s["stats"]["rd_operations"] for s in remote_qmp(vm, rp_id, "query-blockstats"))
 
 
-@pytest.fixture(name="vm")
-def fixture_vm(request):
-    vm = start_or_fail(CrashVM(name=request.node.name[:40]))
-    yield vm
-    vm.close()
-    vm.cleanup()
+fixture_vm = pytest.fixture(name="vm")(started_crash_vm)
 
 
 def test_stop_quiesces_and_cont_resumes(vm):
