@@ -15,13 +15,6 @@
 #include "proxy.h"
 #include "trace.h"
 
-typedef struct ProxyMemorySection {
-    uint64_t gpa;
-    uint64_t size;
-    uint64_t offset;
-    int fd;
-} ProxyMemorySection;
-
 static bool section_is_guest_ram(MemoryRegion *mr)
 {
     return object_dynamic_cast(memory_region_owner(mr), TYPE_MEMORY_BACKEND);
@@ -35,6 +28,8 @@ static void proxy_memory_collect(MemoryListener *listener,
     uint64_t page = qemu_real_host_page_size();
     ProxyMemorySection s;
 
+    /* compared whole by same_map() */
+    memset(&s, 0, sizeof(s));
     if (!memory_region_is_ram(mr) || memory_region_is_ram_device(mr) ||
         mr->readonly) {
         return;
@@ -60,21 +55,32 @@ static void proxy_memory_collect(MemoryListener *listener,
     s.size = int128_get64(section->size);
     s.offset = mr->ram_block->fd_offset + section->offset_within_region;
     s.fd = memory_region_get_fd(mr);
+    s.mr = mr;
+    s.mr_offset = section->offset_within_region;
     if ((s.gpa | s.size | s.offset) & (page - 1)) {
         trace_proxy_memory_skip(mem->owner_id, memory_region_name(mr),
                                 "not page aligned");
         return;
     }
+    memory_region_ref(mr);
     trace_proxy_memory_section(mem->owner_id, s.gpa, s.size, s.offset,
                                memory_region_name(mr));
     g_array_append_val(mem->pending, s);
+}
+
+void proxy_memory_unref_sections(GArray *map)
+{
+    for (guint i = 0; i < map->len; i++) {
+        memory_region_unref(g_array_index(map, ProxyMemorySection, i).mr);
+    }
+    g_array_set_size(map, 0);
 }
 
 static void proxy_memory_begin(MemoryListener *listener)
 {
     ProxyMemory *mem = container_of(listener, ProxyMemory, listener);
 
-    g_array_set_size(mem->pending, 0);
+    proxy_memory_unref_sections(mem->pending);
 }
 
 static bool proxy_memory_send(ProxyMemory *mem, GArray *map, Error **errp)
@@ -144,25 +150,59 @@ static void proxy_memory_commit(MemoryListener *listener)
         error_report_err(err);
         return;
     }
+    proxy_dirty_map_changed(mem, mem->current);
     tmp = mem->current;
     mem->current = mem->pending;
     mem->pending = tmp;
 }
 
+/* Dirty logging starts: a migration, or a measurement of the dirty rate */
+static bool proxy_memory_log_global_start(MemoryListener *listener,
+                                          Error **errp)
+{
+    ProxyMemory *mem = container_of(listener, ProxyMemory, listener);
+
+    if (!mem->started) {
+        return true;    /* registering: proxy_memory_start() starts it */
+    }
+    return proxy_dirty_start(mem, errp);
+}
+
+static void proxy_memory_log_global_stop(MemoryListener *listener)
+{
+    proxy_dirty_stop(container_of(listener, ProxyMemory, listener));
+}
+
+static void proxy_memory_log_sync_global(MemoryListener *listener,
+                                         bool last_stage)
+{
+    proxy_dirty_sync(container_of(listener, ProxyMemory, listener),
+                     last_stage);
+}
+
 bool proxy_memory_start(ProxyMemory *mem, ProxyLink *link,
-                        const char *owner_id, Error **errp)
+                        const char *owner_id, bool track_dirty, Error **errp)
 {
     ERRP_GUARD();
+    Error *err = NULL;
+
     mem->link = link;
     mem->owner_id = owner_id;
     mem->pending = g_array_new(false, false, sizeof(ProxyMemorySection));
     mem->current = g_array_new(false, false, sizeof(ProxyMemorySection));
+    mem->dirty_stale = g_array_new(false, false, sizeof(ProxyMemorySection));
+    mem->dirty_supported = track_dirty;
+    mem->dirty_logging = false;
+    mem->dirty_fd = -1;
     mem->listener = (MemoryListener) {
         .name = "x-pci-proxy-dev",
         .begin = proxy_memory_begin,
         .region_add = proxy_memory_collect,
         .region_nop = proxy_memory_collect,
         .commit = proxy_memory_commit,
+        .log_global_start = proxy_memory_log_global_start,
+        .log_global_stop = proxy_memory_log_global_stop,
+        .log_sync_global = proxy_memory_log_sync_global,
         .priority = MEMORY_LISTENER_PRIORITY_DEV_BACKEND,
     };
 
@@ -184,7 +224,14 @@ bool proxy_memory_start(ProxyMemory *mem, ProxyLink *link,
         proxy_memory_stop(mem);
         return false;
     }
+    /* the sections' references move to the current map */
     g_array_append_vals(mem->current, mem->pending->data, mem->pending->len);
+    g_array_set_size(mem->pending, 0);
+    /* connected while the VM migrates (a reattach): the log goes on */
+    if (global_dirty_tracking && !proxy_dirty_start(mem, &err)) {
+        warn_report_err(err);
+        mem->dirty_lost = true;
+    }
     return true;
 }
 
@@ -195,7 +242,11 @@ void proxy_memory_stop(ProxyMemory *mem)
     }
     memory_listener_unregister(&mem->listener);
     mem->started = false;
+    proxy_dirty_stop(mem);
+    proxy_memory_unref_sections(mem->pending);
+    proxy_memory_unref_sections(mem->current);
     g_array_free(mem->pending, true);
     g_array_free(mem->current, true);
+    g_array_free(mem->dirty_stale, true);
     g_clear_pointer(&mem->unshareable, g_free);
 }

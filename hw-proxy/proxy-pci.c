@@ -18,7 +18,6 @@
 #include "hw/core/cpu.h"
 #include "qemu/main-loop.h"
 #include "system/runstate.h"
-#include "migration/vmstate.h"
 #include "qapi/qapi-events-mpqemu.h"
 #include "mpqemu/socket.h"
 #include "proxy.h"
@@ -47,6 +46,7 @@ static void proxy_fail(void *opaque, RemoteDeviceFailureCause cause,
     dev->failed = true;
     dev->failure_cause = cause;
     trace_proxy_failed(proxy_name(dev), reason);
+    proxy_migration_device_failed(dev);
     if (dev->connecting) {
         return;     /* realize or reattach reports the error itself */
     }
@@ -298,10 +298,12 @@ static int proxy_connect(PCIProxyDev *dev, Error **errp)
 
 static uint64_t proxy_wanted_features(PCIProxyDev *dev)
 {
+    uint64_t always = MPQEMU_FEATURE_RUN_STATE | MPQEMU_FEATURE_MIGRATION;
+
     if (!dev->use_ring) {
-        return MPQEMU_FEATURE_RUN_STATE;
+        return always;
     }
-    return MPQEMU_FEATURE_RUN_STATE | MPQEMU_FEATURE_RING |
+    return always | MPQEMU_FEATURE_RING |
            (dev->use_posted_writes ? MPQEMU_FEATURE_POSTED_WRITES : 0) |
            (dev->use_shadow ? MPQEMU_FEATURE_SHADOW : 0) |
            (dev->use_ioeventfd ? MPQEMU_FEATURE_IOEVENTFD : 0);
@@ -680,7 +682,8 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
         !proxy_setup_identity(dev, again, errp) ||
         !proxy_setup_regions(dev, again, errp) ||
         !proxy_setup_hints(dev, errp) ||
-        !proxy_memory_start(&dev->memory, &dev->link, proxy_name(dev), errp)) {
+        !proxy_memory_start(&dev->memory, &dev->link, proxy_name(dev),
+                            dev->features & MPQEMU_FEATURE_MIGRATION, errp)) {
         goto fail;
     }
     if (dev->features & MPQEMU_FEATURE_RING) {
@@ -693,8 +696,12 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
             dev->features &= ~MPQEMU_FEATURES_RING_BASED;
         }
     }
-    /* a device hotplugged or reattached while the VM is stopped waits */
-    if (!runstate_is_running() && !proxy_runstate_send(dev, false, errp)) {
+    /*
+     * A device hotplugged or reattached while the VM is stopped waits; one
+     * whose process waits for a migration to end may start if the VM runs.
+     */
+    if (!proxy_runstate_send(dev, runstate_is_running(), errp) ||
+        !proxy_migration_connected(dev, errp)) {
         goto fail;
     }
     /* a notification refused on the way (a doorbell) ended the link */
@@ -725,6 +732,7 @@ static void proxy_realize(PCIDevice *pdev, Error **errp)
     }
     if (proxy_connect_device(dev, false, errp)) {
         proxy_runstate_init(dev);
+        proxy_migration_init(dev);
     }
 }
 
@@ -843,6 +851,7 @@ static void proxy_exit(PCIDevice *pdev)
     PCIProxyDev *dev = PCI_PROXY_DEV(pdev);
 
     proxy_runstate_cleanup(dev);
+    proxy_migration_cleanup(dev);
     proxy_memory_stop(&dev->memory);
     proxy_ioeventfd_clear(dev);
     proxy_close_link(dev, true);
@@ -879,11 +888,6 @@ static const Property proxy_properties[] = {
     DEFINE_PROP_BOOL("posted-writes", PCIProxyDev, use_posted_writes, true),
     DEFINE_PROP_BOOL("shadow", PCIProxyDev, use_shadow, true),
     DEFINE_PROP_BOOL("ioeventfd", PCIProxyDev, use_ioeventfd, true),
-};
-
-static const VMStateDescription vmstate_proxy = {
-    .name = TYPE_PCI_PROXY_DEV,
-    .unmigratable = 1,
 };
 
 static void proxy_class_init(ObjectClass *klass, void *data)

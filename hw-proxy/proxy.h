@@ -76,6 +76,16 @@ const MPQemuAccessHint *proxy_ring_find_hint(ProxyLink *link, uint8_t kind,
                                              uint8_t region, uint64_t offset,
                                              uint8_t size);
 
+/* One section of guest RAM shared with the remote */
+typedef struct ProxyMemorySection {
+    uint64_t gpa;
+    uint64_t size;
+    uint64_t offset;        /* in the descriptor */
+    MemoryRegion *mr;       /* referenced while in a map */
+    uint64_t mr_offset;     /* of gpa in mr */
+    int fd;
+} ProxyMemorySection;
+
 /* Guest RAM shared with the remote, kept in step with the memory map */
 typedef struct ProxyMemory {
     MemoryListener listener;
@@ -85,11 +95,25 @@ typedef struct ProxyMemory {
     GArray *current;        /* the map the remote last accepted */
     char *unshareable;      /* name of the first guest RAM that is not shared */
     bool started;
+
+    /* What the device writes, while the VM migrates (proxy-dirty.c) */
+    bool dirty_supported;   /* the remote can tell */
+    bool dirty_logging;
+    bool dirty_lost;        /* the remote could not tell once */
+    int dirty_fd;           /* memory file the remote writes its bitmap to */
+    GArray *dirty_stale;    /* sections that left the map while logging */
 } ProxyMemory;
 
 bool proxy_memory_start(ProxyMemory *mem, ProxyLink *link,
-                        const char *owner_id, Error **errp);
+                        const char *owner_id, bool track_dirty, Error **errp);
 void proxy_memory_stop(ProxyMemory *mem);
+void proxy_memory_unref_sections(GArray *map);
+
+/* proxy-dirty.c */
+bool proxy_dirty_start(ProxyMemory *mem, Error **errp);
+void proxy_dirty_stop(ProxyMemory *mem);
+void proxy_dirty_sync(ProxyMemory *mem, bool last_stage);
+void proxy_dirty_map_changed(ProxyMemory *mem, GArray *old);
 
 typedef struct ProxyRegion {
     PCIProxyDev *dev;
@@ -142,7 +166,22 @@ struct PCIProxyDev {
     pid_t peer_pid;         /* of the remote at socket=, 0 if unknown */
     RemoteProcess *remote_process;  /* that created our device link */
     VMChangeStateEntry *runstate_entry;
+
+    /* migration (proxy-migration.c) */
+    Error *migration_blocker;   /* the device cannot migrate */
+    bool state_lost;        /* it failed while the VM migrated */
+    uint8_t *identity;      /* what its state consists of, in the stream */
+    uint32_t identity_size;
+    uint8_t *state;         /* the remote device's state, in the stream */
+    uint32_t state_size;
 };
+
+/* proxy-migration.c */
+extern const VMStateDescription vmstate_proxy;
+void proxy_migration_init(PCIProxyDev *dev);
+bool proxy_migration_connected(PCIProxyDev *dev, Error **errp);
+void proxy_migration_device_failed(PCIProxyDev *dev);
+void proxy_migration_cleanup(PCIProxyDev *dev);
 
 /* proxy-runstate.c */
 bool proxy_runstate_send(PCIProxyDev *dev, bool running, Error **errp);

@@ -28,6 +28,7 @@
 #include "qemu/sockets.h"
 #include "qemu/timer.h"
 #include "system/system.h"
+#include "system/runstate.h"
 #include "qom/object_interfaces.h"
 #include "qobject/qdict.h"
 #include "qobject/qnum.h"
@@ -500,6 +501,15 @@ static char **remote_process_argv(RemoteProcess *rp, const char *exe)
     g_ptr_array_add(argv, g_steal_pointer(&chardev));
     g_ptr_array_add(argv, g_strdup("-mon"));
     g_ptr_array_add(argv, g_strdup("chardev=mpqemu-qmp,mode=control"));
+    if (runstate_check(RUN_STATE_INMIGRATE)) {
+        /*
+         * For a migration's destination: the process opens its disk images
+         * without taking them from the source's remote, and takes them
+         * when the VM starts (RUN_STATE).
+         */
+        g_ptr_array_add(argv, g_strdup("-incoming"));
+        g_ptr_array_add(argv, g_strdup("defer"));
+    }
     for (strList *a = rp->args; a; a = a->next) {
         g_ptr_array_add(argv, g_strdup(a->value));
     }

@@ -316,3 +316,51 @@ int mpqemu_msg_recv(int fd, MPQemuMsg *msg, int timeout_ms, Error **errp)
     }
     return ret;
 }
+
+bool mpqemu_file_read(int fd, void *buf, size_t size, Error **errp)
+{
+    struct stat st;
+    size_t done = 0;
+
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < size) {
+        error_setg(errp, "the file does not hold the %zu bytes it should",
+                   size);
+        return false;
+    }
+    while (done < size) {
+        ssize_t n = pread(fd, (uint8_t *)buf + done, size - done, done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : EIO, "cannot read the file");
+            return false;
+        }
+        done += n;
+    }
+    return true;
+}
+
+bool mpqemu_file_write(int fd, const void *buf, size_t size, Error **errp)
+{
+    size_t done = 0;
+
+    if (ftruncate(fd, size) < 0) {
+        error_setg_errno(errp, errno, "cannot size the file");
+        return false;
+    }
+    while (done < size) {
+        ssize_t n = pwrite(fd, (const uint8_t *)buf + done, size - done, done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : EIO, "cannot write the file");
+            return false;
+        }
+        done += n;
+    }
+    return true;
+}

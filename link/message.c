@@ -62,6 +62,12 @@ static const MPQemuCmdShape cmd_shape[MPQEMU_CMD__MAX] = {
     [MPQEMU_CMD_RUN_STATE] = {
         "RUN_STATE", sizeof(MPQemuRunState), 0
     },
+    [MPQEMU_CMD_DEVICE_STATE] = {
+        "DEVICE_STATE", sizeof(MPQemuDeviceState), sizeof(MPQemuDeviceState)
+    },
+    [MPQEMU_CMD_DIRTY_LOG] = {
+        "DIRTY_LOG", sizeof(MPQemuDirtyLog), sizeof(MPQemuDirtyLog)
+    },
 };
 
 bool mpqemu_cmd_is_notification(unsigned int cmd)
@@ -90,6 +96,8 @@ QEMU_BUILD_BUG_ON(sizeof(MPQemuRingSetup) != 8);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuAccessHint) != 24);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuAccessHints) != 392);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuIoeventfd) != 24);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuDeviceState) != 16);
+QEMU_BUILD_BUG_ON(sizeof(MPQemuDirtyLog) != 16);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuError) != 264);
 
 const char *mpqemu_cmd_name(unsigned int cmd)
@@ -172,6 +180,22 @@ static bool check_memory_map(const MPQemuMsg *msg, Error **errp)
     return true;
 }
 
+/* How many descriptors a request to the remote carries */
+static unsigned int request_fds(const MPQemuMsg *msg)
+{
+    switch (msg->hdr.cmd) {
+    case MPQEMU_CMD_RING_SETUP:
+        return MPQEMU_RING_FDS;
+    case MPQEMU_CMD_DEVICE_STATE:
+        return 1;
+    case MPQEMU_CMD_DIRTY_LOG:
+        return msg->hdr.size == sizeof(MPQemuDirtyLog) &&
+               le32_to_cpu(msg->u.dirty_log.op) == MPQEMU_DIRTY_SYNC;
+    default:
+        return 0;
+    }
+}
+
 static bool check_ioeventfd(const MPQemuMsg *msg, Error **errp)
 {
     const MPQemuIoeventfd *ev = &msg->u.ioeventfd;
@@ -233,10 +257,9 @@ bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp)
         if (h->cmd == MPQEMU_CMD_MEMORY_MAP) {
             return check_memory_map(msg, errp);
         }
-        if (h->cmd == MPQEMU_CMD_RING_SETUP &&
-            h->num_fds != MPQEMU_RING_FDS) {
-            error_setg(errp, "RING_SETUP carries %u descriptors, expected %d",
-                       h->num_fds, MPQEMU_RING_FDS);
+        if (h->num_fds != request_fds(msg)) {
+            error_setg(errp, "%s carries %u descriptors, expected %u", name,
+                       h->num_fds, request_fds(msg));
             return false;
         }
         expected = cmd_shape[h->cmd].request;
@@ -250,8 +273,7 @@ bool mpqemu_msg_check(const MPQemuMsg *msg, MPQemuPeer receiver, Error **errp)
                                                   : cmd_shape[h->cmd].reply;
     }
 
-    if (h->num_fds && !(h->cmd == MPQEMU_CMD_RING_SETUP && !is_reply &&
-                        receiver == MPQEMU_PEER_REMOTE)) {
+    if (h->num_fds && (is_reply || receiver != MPQEMU_PEER_REMOTE)) {
         error_setg(errp, "%s carries %u descriptors; it takes none", name,
                    h->num_fds);
         return false;

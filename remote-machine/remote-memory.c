@@ -12,7 +12,7 @@
 #include "remote.h"
 #include "trace.h"
 
-static const char *owner_name(RemoteMemory *mem)
+const char *remote_memory_name(RemoteMemory *mem)
 {
     return object_get_canonical_path_component(mem->owner) ?: "?";
 }
@@ -80,7 +80,7 @@ static void remote_memory_switch(RemoteMemory *mem)
     mem->current = mem->pending;
     mem->pending = old;
     remote_memory_free_regions(mem->pending);
-    trace_remote_memory_commit(owner_name(mem), mem->current->len);
+    trace_remote_memory_commit(remote_memory_name(mem), mem->current->len);
 }
 
 void remote_memory_clear(RemoteMemory *mem)
@@ -88,6 +88,7 @@ void remote_memory_clear(RemoteMemory *mem)
     if (!mem->current) {
         return;
     }
+    remote_dirty_stop(mem);
     remote_memory_free_regions(mem->pending);
     remote_memory_switch(mem);
     mem->receiving = false;
@@ -164,8 +165,10 @@ static bool remote_memory_add(RemoteMemory *mem,
     }
     mr = &ram->mr;
     mr->addr = gpa;
+    /* its pages are dirty-tracked while the proxy's VM migrates */
+    qemu_ram_set_migratable(mr->ram_block);
     g_ptr_array_add(mem->pending, mr);
-    trace_remote_memory_section(owner_name(mem), gpa, size, offset);
+    trace_remote_memory_section(remote_memory_name(mem), gpa, size, offset);
     return true;
 }
 

@@ -68,17 +68,22 @@ bool remote_object_has_peer(RemoteObject *o)
 }
 
 /* The proxy says whether its VM runs; the devices run only if all do */
-static void remote_object_set_vm_running(RemoteObject *o, bool running)
+static bool remote_object_set_vm_running(RemoteObject *o, bool running,
+                                         Error **errp)
 {
-    if (o->holds_stopped == !running) {
-        return;
+    if (!running) {
+        if (!o->holds_stopped) {
+            o->holds_stopped = true;
+            remote_runstate_hold();
+        }
+        return true;
     }
-    o->holds_stopped = !running;
-    if (running) {
-        remote_runstate_release();
-    } else {
-        remote_runstate_hold();
+    if (!o->holds_stopped) {
+        /* a process waiting for a migration's end may start now */
+        return remote_runstate_proxy_runs(errp);
     }
+    o->holds_stopped = false;
+    return remote_runstate_release(errp);
 }
 
 static void remote_object_disconnect(RemoteObject *o, const char *reason)
@@ -110,7 +115,14 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
         pci_device_reset(o->pdev);
     }
     /* nobody to run it for: it does not keep the others stopped either */
-    remote_object_set_vm_running(o, true);
+    if (o->holds_stopped) {
+        Error *err = NULL;
+
+        o->holds_stopped = false;
+        if (!remote_runstate_release(&err)) {
+            error_report_err(err);
+        }
+    }
     remote_machine_peer_gone();
 }
 
@@ -432,6 +444,7 @@ static void remote_handle_run_state(RemoteObject *o, MPQemuMsg *req,
                                     MPQemuMsg *reply)
 {
     uint32_t running = le32_to_cpu(req->u.run_state.running);
+    Error *err = NULL;
 
     if (!(o->features & MPQEMU_FEATURE_RUN_STATE)) {
         mpqemu_msg_init_error(reply, req, -ENOTSUP, "RUN_STATE was not "
@@ -443,8 +456,27 @@ static void remote_handle_run_state(RemoteObject *o, MPQemuMsg *req,
                               "be 0 or 1, not %u", running);
         return;
     }
-    remote_object_set_vm_running(o, running);
+    if (!remote_object_set_vm_running(o, running, &err)) {
+        mpqemu_msg_init_error(reply, req, -EIO, "%s", error_get_pretty(err));
+        error_free(err);
+        return;
+    }
     mpqemu_msg_init_reply(reply, req, 0);
+}
+
+static void remote_handle_migration(RemoteObject *o, MPQemuMsg *req,
+                                    MPQemuMsg *reply)
+{
+    if (!(o->features & MPQEMU_FEATURE_MIGRATION)) {
+        mpqemu_msg_init_error(reply, req, -ENOTSUP, "MIGRATION was not "
+                              "negotiated");
+        return;
+    }
+    if (req->hdr.cmd == MPQEMU_CMD_DEVICE_STATE) {
+        remote_state_handle(o->pdev, req, reply);
+    } else {
+        remote_dirty_handle(&o->memory, req, reply);
+    }
 }
 
 static void remote_handle_memory_map(RemoteObject *o, MPQemuMsg *req,
@@ -503,6 +535,10 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
         break;
     case MPQEMU_CMD_RUN_STATE:
         remote_handle_run_state(o, req, reply);
+        break;
+    case MPQEMU_CMD_DEVICE_STATE:
+    case MPQEMU_CMD_DIRTY_LOG:
+        remote_handle_migration(o, req, reply);
         break;
     case MPQEMU_CMD_RESET:
         /* as the guest's bus reset does: the device and its PCI state */

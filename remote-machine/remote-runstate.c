@@ -6,8 +6,10 @@
  */
 
 #include "qemu/osdep.h"
+#include "qapi/error.h"
 #include "qemu/main-loop.h"
 #include "system/runstate.h"
+#include "block/block.h"
 #include "remote.h"
 #include "trace.h"
 
@@ -30,16 +32,57 @@ void remote_runstate_hold(void)
     }
 }
 
+/*
+ * Run the devices. Their disk images may have been let go of (the proxy's
+ * VM migrated away, and the migration failed) or not been taken yet (this
+ * process was started with -incoming for a migration's destination): take
+ * them first, or stay stopped, since a device must not write to an image
+ * another process may still write.
+ */
+static bool remote_runstate_resume(Error **errp)
+{
+    ERRP_GUARD();
+
+    trace_remote_runstate_resume(runstate_check(RUN_STATE_INMIGRATE));
+    bdrv_activate_all(errp);
+    if (*errp) {
+        error_prepend(errp, "the remote process stays stopped: ");
+        return false;
+    }
+    vm_start();
+    return true;
+}
+
 /* With the BQL: a proxy's VM runs again, or the proxy has gone */
-void remote_runstate_release(void)
+bool remote_runstate_release(Error **errp)
 {
     assert(bql_locked() && remote_stop_holds);
     trace_remote_runstate_release(remote_stop_holds - 1);
-    if (--remote_stop_holds == 0 && remote_stopped_by_proxies) {
+    if (--remote_stop_holds) {
+        return true;
+    }
+    if (runstate_check(RUN_STATE_INMIGRATE)) {
+        return remote_runstate_resume(errp);
+    }
+    if (remote_stopped_by_proxies) {
         remote_stopped_by_proxies = false;
         /* unless someone stopped it otherwise meanwhile (its monitor) */
         if (runstate_check(RUN_STATE_PAUSED)) {
-            vm_start();
+            return remote_runstate_resume(errp);
         }
     }
+    return true;
+}
+
+/*
+ * With the BQL: a proxy that holds nothing says its VM runs. A process
+ * started for a migration's destination waits for that to start.
+ */
+bool remote_runstate_proxy_runs(Error **errp)
+{
+    assert(bql_locked());
+    if (remote_stop_holds || !runstate_check(RUN_STATE_INMIGRATE)) {
+        return true;
+    }
+    return remote_runstate_resume(errp);
 }

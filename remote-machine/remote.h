@@ -64,7 +64,10 @@ typedef struct RemoteMemory {
     GPtrArray *current;         /* MemoryRegion *, mapped now */
     GPtrArray *pending;         /* MemoryRegion *, of the map being received */
     bool receiving;
+    bool dirty_logging;         /* its proxy tracks what the device writes */
 } RemoteMemory;
+
+const char *remote_memory_name(RemoteMemory *mem);
 
 void remote_memory_init(RemoteMemory *mem, Object *owner, MemoryRegion *root);
 bool remote_memory_receive(RemoteMemory *mem, MPQemuMsg *msg, Error **errp);
@@ -95,10 +98,19 @@ RemoteDoorbells *remote_doorbells_start(RemoteObject *o, const char *devid,
 void remote_doorbells_stop(RemoteDoorbells *db);
 void remote_doorbells_rang(RemoteDoorbells *db, uint32_t id);
 
-/* remote-object.c */
+/* remote-dirty.c: guest RAM the device wrote, for a migration */
+void remote_dirty_handle(RemoteMemory *mem, MPQemuMsg *req, MPQemuMsg *reply);
+void remote_dirty_stop(RemoteMemory *mem);
+
+/* remote-state.c: the device's state, for a migration */
+void remote_state_handle(PCIDevice *pdev, MPQemuMsg *req, MPQemuMsg *reply);
+
 /* remote-runstate.c */
 void remote_runstate_hold(void);
-void remote_runstate_release(void);
+bool remote_runstate_release(Error **errp);
+bool remote_runstate_proxy_runs(Error **errp);
+
+/* remote-object.c */
 
 bool remote_object_has_peer(RemoteObject *o);
 int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,

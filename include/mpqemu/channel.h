@@ -25,6 +25,8 @@ typedef struct MPQemuMsg {
         MPQemuMsi msi;
         MPQemuRingSetup ring_setup;
         MPQemuRunState run_state;
+        MPQemuDeviceState device_state;
+        MPQemuDirtyLog dirty_log;
         MPQemuAccessHints hints;
         MPQemuIoeventfd ioeventfd;
         MPQemuError error;
@@ -102,6 +104,13 @@ int mpqemu_msg_recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
  * Descriptors that arrived are in msg->fds; the caller owns them.
  */
 int mpqemu_msg_recv(int fd, MPQemuMsg *msg, int timeout_ms, Error **errp);
+
+/*
+ * Whole @size bytes from offset 0 of the memory file @fd (device state,
+ * dirty bitmaps), checking first that the file holds them; or into it.
+ */
+bool mpqemu_file_read(int fd, void *buf, size_t size, Error **errp);
+bool mpqemu_file_write(int fd, const void *buf, size_t size, Error **errp);
 
 /* Wait up to @timeout_ms for @fd to become readable; true if it did. */
 bool mpqemu_wait_readable(int fd, int timeout_ms);

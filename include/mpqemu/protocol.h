@@ -36,6 +36,8 @@ typedef enum MPQemuCmd {
     MPQEMU_CMD_ACCESS_HINTS = 12,   /* proxy -> remote, request */
     MPQEMU_CMD_IOEVENTFD    = 13,   /* remote -> proxy, notification, fd */
     MPQEMU_CMD_RUN_STATE    = 14,   /* proxy -> remote, request */
+    MPQEMU_CMD_DEVICE_STATE = 15,   /* proxy -> remote, request, carries fd */
+    MPQEMU_CMD_DIRTY_LOG    = 16,   /* proxy -> remote, request, SYNC: fd */
     MPQEMU_CMD__MAX,
 } MPQemuCmd;
 
@@ -68,11 +70,14 @@ typedef struct QEMU_PACKED MPQemuHello {
 #define MPQEMU_FEATURE_IOEVENTFD (1ULL << 3)
 /* The remote's devices run only while the proxy's VM runs: RUN_STATE */
 #define MPQEMU_FEATURE_RUN_STATE (1ULL << 4)
+/* The device migrates: DEVICE_STATE and DIRTY_LOG */
+#define MPQEMU_FEATURE_MIGRATION (1ULL << 5)
 #define MPQEMU_FEATURES_KNOWN   (MPQEMU_FEATURE_RING | \
                                  MPQEMU_FEATURE_POSTED_WRITES | \
                                  MPQEMU_FEATURE_SHADOW | \
                                  MPQEMU_FEATURE_IOEVENTFD | \
-                                 MPQEMU_FEATURE_RUN_STATE)
+                                 MPQEMU_FEATURE_RUN_STATE | \
+                                 MPQEMU_FEATURE_MIGRATION)
 /* The features that only work on top of the ring */
 #define MPQEMU_FEATURES_RING_BASED (MPQEMU_FEATURE_POSTED_WRITES | \
                                     MPQEMU_FEATURE_SHADOW | \
@@ -218,6 +223,49 @@ typedef struct QEMU_PACKED MPQemuRunState {
     uint32_t running;       /* 0 or 1 */
     uint32_t reserved;
 } MPQemuRunState;
+
+/*
+ * MPQEMU_CMD_DEVICE_STATE request, with one descriptor: a memory file the
+ * proxy made. DESCRIBE and SAVE have the remote write into it, from offset
+ * 0, what the device's state consists of (DESCRIBE) or that and the state
+ * itself (SAVE); the reply says how many bytes. CHECK and LOAD give the
+ * remote @size bytes written so by another remote: CHECK asks whether the
+ * device could take such a state, LOAD has it take it. SAVE and LOAD only
+ * while the device is stopped (RUN_STATE). The proxy treats the bytes as
+ * opaque: only remotes read them.
+ */
+#define MPQEMU_STATE_DESCRIBE   1
+#define MPQEMU_STATE_CHECK      2
+#define MPQEMU_STATE_SAVE       3
+#define MPQEMU_STATE_LOAD       4
+/* SAVE: the VM moves elsewhere: the remote lets go of its disk images */
+#define MPQEMU_STATE_RELEASE_DISKS  (1u << 0)
+#define MPQEMU_STATE_FLAGS_ALL  MPQEMU_STATE_RELEASE_DISKS
+#define MPQEMU_STATE_MAX        (64 * 1024 * 1024)  /* bytes */
+typedef struct QEMU_PACKED MPQemuDeviceState {
+    uint32_t op;            /* MPQEMU_STATE_* */
+    uint32_t flags;
+    uint64_t size;          /* CHECK, LOAD; reply of DESCRIBE, SAVE */
+} MPQemuDeviceState;
+
+/*
+ * MPQEMU_CMD_DIRTY_LOG request: START has the remote track the guest RAM
+ * the device writes, STOP ends that; SYNC, with one descriptor (a memory
+ * file), has it write there which pages of the current memory map it wrote
+ * since the previous SYNC (or START), and forget them. The bitmap holds,
+ * for each section of the map in order, one bit for each page of
+ * MPQEMU_DIRTY_PAGE_SIZE bytes, in little-endian 64-bit words; each section
+ * starts on a new word. The reply gives the number of sections and bytes.
+ */
+#define MPQEMU_DIRTY_START      1
+#define MPQEMU_DIRTY_STOP       2
+#define MPQEMU_DIRTY_SYNC       3
+#define MPQEMU_DIRTY_PAGE_SIZE  4096
+typedef struct QEMU_PACKED MPQemuDirtyLog {
+    uint32_t op;            /* MPQEMU_DIRTY_* */
+    uint32_t nr_sections;   /* SYNC reply */
+    uint64_t size;          /* SYNC reply: bitmap bytes */
+} MPQemuDirtyLog;
 
 /* MPQEMU_CMD_SET_IRQ notification */
 typedef struct QEMU_PACKED MPQemuSetIrq {

@@ -150,8 +150,10 @@ class Topology(VM):
                 raise VMError(f"remote {remote.name} did not create {path} within {timeout}s")
             time.sleep(0.05)
 
-    def start(self):
-        """Start the remotes, then the main QEMU; wait until the guest's shell is ready."""
+    def start(self, boot=True):
+        """Start the remotes, then the main QEMU; wait until the guest's shell
+        is ready.  boot=False (a migration's destination, started with
+        -incoming): return once its console and QMP monitor are connected."""
         from qemu.qmp.legacy import QEMUMonitorProtocol  # QEMU's python library
 
         serial_path = os.path.join(self.dir, "serial.sock")
@@ -199,9 +201,10 @@ class Topology(VM):
             self.console.accept(30, self._main_alive)
             self.qmp.accept(timeout=30)
             self.qmp.settimeout(30)
-            self.console.wait_for(READY_MARKER, self.boot_timeout, 0, self._alive)
-            self.shell = GuestShell(self.console, self._alive)
-            self.shell.check("set -o pipefail", timeout=30)
+            if boot:
+                self.console.wait_for(READY_MARKER, self.boot_timeout, 0, self._alive)
+                self.shell = GuestShell(self.console, self._alive)
+                self.shell.check("set -o pipefail", timeout=30)
         except BaseException:
             for sock in open_socks:
                 sock.close()
