@@ -11,6 +11,7 @@
 #include "qemu/memfd.h"
 #include "qemu/bswap.h"
 #include "migration/blocker.h"
+#include "migration/client-options.h"
 #include "migration/misc.h"
 #include "migration/vmstate.h"
 #include "system/runstate.h"
@@ -277,8 +278,38 @@ const VMStateDescription vmstate_proxy = {
     },
 };
 
+/*
+ * The remote maps guest RAM and writes it directly: no userfaultfd of the
+ * main QEMU's sees those accesses, so neither postcopy (the remote would
+ * read pages that have not arrived) nor a background snapshot (its writes
+ * would bypass the write protection) can work with a proxied device.
+ */
+static int proxy_migration_setup(NotifierWithReturn *notifier,
+                                 MigrationEvent *e, Error **errp)
+{
+    PCIProxyDev *dev = container_of(notifier, PCIProxyDev, migration_setup);
+
+    if (e->type != MIG_EVENT_PRECOPY_SETUP) {
+        return 0;
+    }
+    if (migrate_postcopy_ram()) {
+        error_setg(errp, "x-pci-proxy-dev %s does not support postcopy "
+                   "migration: its remote process accesses guest RAM "
+                   "directly", proxy_id(dev));
+        return -ENOTSUP;
+    }
+    if (migrate_background_snapshot()) {
+        error_setg(errp, "x-pci-proxy-dev %s does not support background "
+                   "snapshots: its remote process writes guest RAM "
+                   "directly", proxy_id(dev));
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
 void proxy_migration_init(PCIProxyDev *dev)
 {
+    migration_add_notifier(&dev->migration_setup, proxy_migration_setup);
     /* a second section of the device's, which qdev has no place for */
     vmstate_register_any(VMSTATE_IF(dev), &vmstate_proxy_identity, dev);
 }
@@ -286,6 +317,7 @@ void proxy_migration_init(PCIProxyDev *dev)
 void proxy_migration_cleanup(PCIProxyDev *dev)
 {
     vmstate_unregister(VMSTATE_IF(dev), &vmstate_proxy_identity, dev);
+    migration_remove_notifier(&dev->migration_setup);
     migrate_del_blocker(&dev->migration_blocker);
     g_clear_pointer(&dev->identity, g_free);
     g_clear_pointer(&dev->state, g_free);

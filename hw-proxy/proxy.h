@@ -169,6 +169,7 @@ struct PCIProxyDev {
 
     /* migration (proxy-migration.c) */
     Error *migration_blocker;   /* the device cannot migrate */
+    NotifierWithReturn migration_setup; /* refuses what it cannot do */
     bool state_lost;        /* it failed while the VM migrated */
     uint8_t *identity;      /* what its state consists of, in the stream */
     uint32_t identity_size;

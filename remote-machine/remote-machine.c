@@ -93,11 +93,11 @@ static void remote_pcihost_realize(DeviceState *dev, Error **errp)
 
     /*
      * BARs are mapped in the system memory at the addresses the guest gives
-     * them, so that devices reach each other's BARs (and their own: the LSI
-     * fetches SCRIPTS from its RAM BAR) by DMA as they would in-process.
+     * them; no device DMAs there, each has a space of its own (remote-dma.c).
      */
     phb->bus = pci_root_bus_new(dev, "remote-pci", get_system_memory(),
                                 get_system_io(), 0, TYPE_PCIE_BUS);
+    pci_setup_iommu(phb->bus, &remote_dma_iommu_ops, host);
     pci_bus_irqs(phb->bus, remote_pcihost_set_irq, host, PCI_DEVFN_MAX);
     pci_bus_map_irqs(phb->bus, remote_pcihost_map_irq);
     /* device_add and device_del work at runtime, as the main QEMU needs */
@@ -156,46 +156,12 @@ static void remote_pcihost_class_init(ObjectClass *klass, void *data)
     hc->unplug_request = remote_pcihost_unplug_request;
 }
 
-/* DMA to an address that is neither shared guest RAM nor a BAR */
-static MemTxResult remote_dma_refused_read(void *opaque, hwaddr addr,
-                                           uint64_t *data, unsigned size,
-                                           MemTxAttrs attrs)
-{
-    trace_remote_dma_refused(0, addr, size);
-    *data = UINT64_MAX;
-    return MEMTX_DECODE_ERROR;
-}
-
-static MemTxResult remote_dma_refused_write(void *opaque, hwaddr addr,
-                                            uint64_t data, unsigned size,
-                                            MemTxAttrs attrs)
-{
-    trace_remote_dma_refused(1, addr, size);
-    return MEMTX_DECODE_ERROR;
-}
-
-static const MemoryRegionOps remote_dma_refused_ops = {
-    .read_with_attrs = remote_dma_refused_read,
-    .write_with_attrs = remote_dma_refused_write,
-    .endianness = DEVICE_LITTLE_ENDIAN,
-    .valid = {
-        .min_access_size = 1,
-        .max_access_size = 8,
-        .unaligned = true,
-    },
-};
-
 static void remote_machine_init(MachineState *machine)
 {
     RemoteMachineState *s = REMOTE_MACHINE(machine);
     DeviceState *host = qdev_new(TYPE_REMOTE_PCIHOST);
 
-    memory_region_init_io(&s->dma_refused, OBJECT(machine),
-                          &remote_dma_refused_ops, s, "remote-dma-refused",
-                          UINT64_MAX);
-    memory_region_add_subregion_overlap(get_system_memory(), 0,
-                                        &s->dma_refused, INT_MIN);
-
+    remote_dma_init_system_memory(OBJECT(machine));
     /* Every MSI is forwarded to a main QEMU that can deliver it */
     msi_nonbroken = true;
     object_property_add_child(OBJECT(machine), "remote-pcihost",

@@ -78,6 +78,10 @@ static bool remote_object_set_vm_running(RemoteObject *o, bool running,
         }
         return true;
     }
+    /* it may have run elsewhere meanwhile: a migration that failed */
+    if (o->pdev && !remote_disks_take(o->pdev, errp)) {
+        return false;
+    }
     if (!o->holds_stopped) {
         /* a process waiting for a migration's end may start now */
         return remote_runstate_proxy_runs(errp);
@@ -113,6 +117,7 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     if (o->pdev) {
         /* nobody drives the device any more: stop its DMA and interrupts */
         pci_device_reset(o->pdev);
+        remote_dma_sync_bars(o->host, o->pdev);
     }
     /* nobody to run it for: it does not keep the others stopped either */
     if (o->holds_stopped) {
@@ -550,6 +555,10 @@ static void remote_object_dispatch(RemoteObject *o, MPQemuMsg *req,
                               mpqemu_cmd_name(req->hdr.cmd));
         break;
     }
+    if (o->pdev) {
+        /* a config write, a reset or a loaded state may have moved BARs */
+        remote_dma_sync_bars(o->host, o->pdev);
+    }
 }
 
 static void remote_object_serve(RemoteObject *o, MPQemuMsg *req)
@@ -689,10 +698,9 @@ static bool remote_object_bind(RemoteObject *o, Error **errp)
         return false;
     }
     o->pdev = pdev;
-    /* Several proxies of one VM share the same RAM: their maps coincide */
+    /* The device reaches the RAM of this object's proxy's VM, no other */
     memory_region_init(&o->ram_root, OBJECT(o), "guest-ram", UINT64_MAX);
-    memory_region_add_subregion_overlap(get_system_memory(), 0, &o->ram_root,
-                                        REMOTE_GUEST_RAM_PRIORITY);
+    remote_dma_attach(o->host, pdev, &o->ram_root);
     remote_memory_init(&o->memory, OBJECT(o), &o->ram_root);
     return true;
 }
@@ -792,8 +800,8 @@ static void remote_object_release(RemoteObject *o)
     remote_object_disconnect(o, "x-remote-object deleted");
     if (o->pdev) {
         remote_pcihost_unbind(o->host, o->pdev);
+        remote_dma_detach(o->host, o->pdev);
         remote_memory_destroy(&o->memory);
-        memory_region_del_subregion(get_system_memory(), &o->ram_root);
         o->pdev = NULL;
     }
     for (int i = 0; i < MPQEMU_NUM_REGIONS; i++) {

@@ -9,7 +9,6 @@
 #include "qapi/error.h"
 #include "qemu/main-loop.h"
 #include "system/runstate.h"
-#include "block/block.h"
 #include "remote.h"
 #include "trace.h"
 
@@ -33,19 +32,18 @@ void remote_runstate_hold(void)
 }
 
 /*
- * Run the devices. Their disk images may have been let go of (the proxy's
- * VM migrated away, and the migration failed) or not been taken yet (this
+ * Run the devices. Their disk images may not have been taken yet (this
  * process was started with -incoming for a migration's destination): take
  * them first, or stay stopped, since a device must not write to an image
- * another process may still write.
+ * another process may still write. Those of a device whose VM migrated
+ * away stay with the destination (remote-disks.c).
  */
 static bool remote_runstate_resume(Error **errp)
 {
     ERRP_GUARD();
 
     trace_remote_runstate_resume(runstate_check(RUN_STATE_INMIGRATE));
-    bdrv_activate_all(errp);
-    if (*errp) {
+    if (!remote_disks_activate(errp)) {
         error_prepend(errp, "the remote process stays stopped: ");
         return false;
     }

@@ -15,9 +15,7 @@
 #include "io/channel-buffer.h"
 #include "migration/vmstate.h"
 #include "migration/qemu-file.h"
-#include "system/block-backend.h"
 #include "system/runstate.h"
-#include "block/block.h"
 #include "remote.h"
 #include "trace.h"
 
@@ -333,15 +331,9 @@ static bool remote_state_write(PCIDevice *pdev, bool save, uint32_t flags,
         return ok;
     }
     trace_remote_state_saved(pdev->name, parts->len, *size);
-    if (flags & MPQEMU_STATE_RELEASE_DISKS) {
-        /* the destination takes the images over: as a migrating QEMU does */
-        if (bdrv_inactivate_all() < 0) {
-            error_setg(errp, "cannot release the disk images to the "
-                       "destination");
-            return false;
-        }
-    }
-    return true;
+    /* the destination takes the images over: as a migrating QEMU does */
+    return !(flags & MPQEMU_STATE_RELEASE_DISKS) ||
+           remote_disks_release(pdev, errp);
 }
 
 /*

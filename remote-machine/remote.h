@@ -24,10 +24,13 @@ OBJECT_DECLARE_SIMPLE_TYPE(RemotePCIHost, REMOTE_PCIHOST)
 #define TYPE_REMOTE_OBJECT "x-remote-object"
 OBJECT_DECLARE_SIMPLE_TYPE(RemoteObject, REMOTE_OBJECT)
 
+typedef struct RemoteDMA RemoteDMA;
+
 /* What a device at one devfn is connected to */
 typedef struct RemoteSlot {
     RemoteObject *owner;        /* serves the device: gets its INTx and MSIs */
     MSITriggerFunc *msi_trigger;    /* the device's own, while bound */
+    RemoteDMA *dma;             /* what a device here reaches by DMA */
 } RemoteSlot;
 
 struct RemotePCIHost {
@@ -40,15 +43,21 @@ struct RemoteMachineState {
     MachineState parent_obj;
 
     RemotePCIHost *host;
-    MemoryRegion dma_refused;   /* under everything in the system memory */
     bool auto_shutdown;
 };
 
 /*
- * Guest RAM that proxies share is mapped into the system memory at its
- * guest physical addresses, with priority over the BARs, as in-process.
+ * Guest RAM that a proxy shares is mapped into its device's DMA address
+ * space at its guest physical addresses, over the BARs, as in-process.
  */
 #define REMOTE_GUEST_RAM_PRIORITY 2
+
+/* remote-dma.c: what each device reaches by DMA */
+extern const PCIIOMMUOps remote_dma_iommu_ops;
+void remote_dma_init_system_memory(Object *owner);
+void remote_dma_attach(RemotePCIHost *host, PCIDevice *pdev, MemoryRegion *ram);
+void remote_dma_detach(RemotePCIHost *host, PCIDevice *pdev);
+void remote_dma_sync_bars(RemotePCIHost *host, PCIDevice *pdev);
 
 /* remote-machine.c */
 RemotePCIHost *remote_pcihost_of(PCIDevice *pdev);
@@ -104,6 +113,11 @@ void remote_dirty_stop(RemoteMemory *mem);
 
 /* remote-state.c: the device's state, for a migration */
 void remote_state_handle(PCIDevice *pdev, MPQemuMsg *req, MPQemuMsg *reply);
+
+/* remote-disks.c: disk images handed over to a migration's destination */
+bool remote_disks_release(PCIDevice *pdev, Error **errp);
+bool remote_disks_take(PCIDevice *pdev, Error **errp);
+bool remote_disks_activate(Error **errp);
 
 /* remote-runstate.c */
 void remote_runstate_hold(void);

@@ -21,12 +21,16 @@ slot as on the source; then migrate-incoming and migrate.
     returning at once) every run failed (2 of 2: on the destination the
     guest's loop was back on range A, its own view of the switch lost with
     the device's ring updates), and with it every run passed;
+  - test_shared_remote_keeps_other_vm: a remote process serving two VMs
+    lets go of the migrated VM's disk only, keeps it let go of once that
+    VM's source has quit, and goes on serving the other VM;
   - test_migrate_to_file_and_back: the stopped VM's state goes to a file
     (file:, or exec: with cat) and a second QEMU starts from it, with its
     disk and its state;
   - failure cases, each leaving the source running with its guest doing
     I/O: an NVMe controller (unmigratable, as in-process) blocks the
-    migration with a message naming the proxy; a destination without the
+    migration with a message naming the proxy; postcopy is refused (the
+    remote reads and writes guest RAM where no userfault sees it); a destination without the
     proxy, and one whose remote has another device in its place, fail the
     migration at its start; a remote process killed during the migration
     fails it.
@@ -41,13 +45,15 @@ import time
 
 import pytest
 
-from mpqemu_crash import DISK_MIB, started_crash_vm
-from mpqemu_migration import (DEVICES, guest_disk, loop_count, loop_errors, migrate,
+from mpqemu_crash import DISK_MIB, CrashVM, started_crash_vm
+from mpqemu_migration import (DEVICES, PROXY_ADDR, guest_disk, loop_count, loop_errors, migrate,
                               migration_status, remote_status, serve, socket_uri,
                               start_destination, start_dma_check,
                               start_write_verify_loop, stop_loop, switch_dma_range,
                               verify_written_blocks, wait_loop_progress)
-from mpqemu_remote_qmp import qmp_error, remote_processes, wait_until
+from mpqemu_remote_qmp import qmp_error, remote_processes, remote_qmp, wait_until
+from mpqemu_topology import start_or_fail
+from mpqemu_vm import Child
 
 fixture_vm = pytest.fixture(name="vm")(started_crash_vm)
 
@@ -177,6 +183,95 @@ def test_unmigratable_device_blocks(vm):
     vm.unplug("px0")
     assert vm.qmp.cmd("migrate", uri="exec:cat > /dev/null") == {}
     wait_until(lambda: migration_status(vm) == "completed", 120, "the migration")
+
+
+def test_postcopy_refused(vm):
+    image, _ = vm.new_disk("postcopy", 29)
+    args, devid = DEVICES["virtio-blk"](image)
+    assert serve(vm, "rpA", args, devid) == {}
+    dev = guest_disk(vm, "virtio-blk")
+    caps = [{"capability": "postcopy-ram", "state": True}]
+    assert vm.qmp.cmd("migrate-set-capabilities", capabilities=caps) == {}
+    assert vm.qmp.cmd("migrate", uri="exec:cat > /dev/null") == {}
+    wait_until(lambda: migration_status(vm) == "failed", 60, "the migration to fail")
+    err = vm.qmp.cmd("query-migrate").get("error-desc", "")
+    assert "px0" in err and "postcopy" in err, err
+    start_write_verify_loop(vm, dev, blocks=64)
+    source_survived(vm, dev)
+    # Without postcopy the same VM migrates.
+    caps[0]["state"] = False
+    assert vm.qmp.cmd("migrate-set-capabilities", capabilities=caps) == {}
+    assert vm.qmp.cmd("stop") == {}
+    assert vm.qmp.cmd("migrate", uri="exec:cat > /dev/null") == {}
+    wait_until(lambda: migration_status(vm) == "completed", 120, "the migration")
+
+
+def shared_remote(vm, image_a, image_b):
+    """A remote process that two VMs attach to, each through its own QMP
+    socket: an LSI with disk A (for vm) and a virtio-blk with disk B."""
+    socks = [os.path.join(vm.dir, f"shared{i}.sock") for i in (1, 2)]
+    args = [vm.qemu, "-machine", "x-remote,auto-shutdown=off", "-nodefaults",
+            "-display", "none",
+            "-blockdev", f"driver=file,filename={image_a},node-name=fA",
+            "-blockdev", "driver=raw,file=fA,node-name=dA",
+            "-device", "lsi53c895a,id=lsi0",
+            "-device", "scsi-hd,id=sd0,drive=dA,bus=lsi0.0",
+            "-blockdev", f"driver=file,filename={image_b},node-name=fB",
+            "-blockdev", "driver=raw,file=fB,node-name=dB",
+            "-device", "virtio-blk-pci,id=vblk1,drive=dB,serial=mpqshared,"
+            "disable-legacy=on"]
+    for sock in socks:
+        args += ["-qmp", f"unix:{sock},server=on,wait=off"]
+    remote = Child("remote-shared", args, vm.dir)
+    vm.extra_logs.append(remote.log_path)
+    wait_until(lambda: all(map(os.path.exists, socks)) or not remote.alive(), 30,
+               "the shared remote's QMP sockets")
+    assert remote.alive(), open(remote.log_path).read()
+    return remote, socks
+
+
+def test_shared_remote_keeps_other_vm(vm, dst):
+    """One remote process serves two VMs; one migrates away and its source
+    quits: the remote goes on serving the other VM, and the migrated disk
+    stays with the destination (the remote does not take it back)."""
+    image_a, _ = vm.new_disk("shared-a", 30)
+    image_b, _ = vm.new_disk("shared-b", 31)
+    remote, socks = shared_remote(vm, image_a, image_b)
+    other = start_or_fail(CrashVM(name="shared-other"))
+    try:
+        vm.add_remote_process("ra", socket=socks[0])
+        assert vm.plug("px0", "ra", "lsi0", addr=PROXY_ADDR) == {}
+        other.add_remote_process("rb", socket=socks[1])
+        assert other.plug("px0", "rb", "vblk1") == {}
+        dev = guest_disk(vm, "lsi53c895a")
+        other_dev = other.virtio_disk("mpqshared")
+        start_write_verify_loop(vm, dev, blocks=64)
+        start_write_verify_loop(other, other_dev, blocks=64)
+
+        dest = dst()
+        args, devid = DEVICES["lsi53c895a"](image_a)
+        assert serve(dest, "rpA", args, devid) == {}
+        migrate(vm, dest, socket_uri(dest))
+        vm.close()      # the source quits: its hold on the shared remote goes
+
+        # The other VM's disk runs again, and so does the migrated one.
+        wait_loop_progress(other, 10)
+        wait_loop_progress(dest, 10)
+        stop_loop(other)
+        assert loop_count(other, "bad") == 0, loop_errors(other)
+        verify_written_blocks(other, other_dev, 64)
+        stop_loop(dest)
+        assert loop_count(dest, "bad") == 0, loop_errors(dest)
+        assert verify_written_blocks(dest, dev, 64) > 0
+        nodes = {n["node-name"]: n for n in
+                 remote_qmp(other, "rb", "query-named-block-nodes")}
+        assert nodes["dA"]["active"] is False, nodes["dA"]
+        assert nodes["dB"]["active"] is True, nodes["dB"]
+        assert remote_qmp(other, "rb", "query-status")["status"] == "running"
+    finally:
+        other.close()
+        other.cleanup()
+        remote.stop()
 
 
 def test_destination_without_device(vm, dst):

@@ -2230,6 +2230,211 @@ static void test_remote_hints_nvme(void)
 }
 
 /* The value the batch test writes with the @i-th write of round @round */
+/* ------------------------------------------------------------------------ */
+/* Migration requests (DEVICE_STATE, DIRTY_LOG) that are hostile or early   */
+/* ------------------------------------------------------------------------ */
+
+static int state_file_new(void)
+{
+    int fd = qemu_memfd_create("mpqemu-protocol-test", 0, false, 0, 0,
+                               &error_abort);
+
+    g_assert_cmpint(fd, >=, 0);
+    return fd;
+}
+
+static void init_device_state(MPQemuMsg *m, uint64_t id, uint32_t op,
+                              uint32_t flags, uint64_t size, int fd)
+{
+    mpqemu_msg_init(m, MPQEMU_CMD_DEVICE_STATE, 0, id,
+                    sizeof(MPQemuDeviceState));
+    m->u.device_state.op = cpu_to_le32(op);
+    m->u.device_state.flags = cpu_to_le32(flags);
+    m->u.device_state.size = cpu_to_le64(size);
+    if (fd >= 0) {
+        m->hdr.num_fds = 1;
+        m->fds[0] = fd;
+    }
+}
+
+static void init_dirty_log(MPQemuMsg *m, uint64_t id, uint32_t op, int fd)
+{
+    mpqemu_msg_init(m, MPQEMU_CMD_DIRTY_LOG, 0, id, sizeof(MPQemuDirtyLog));
+    m->u.dirty_log.op = cpu_to_le32(op);
+    if (fd >= 0) {
+        m->hdr.num_fds = 1;
+        m->fds[0] = fd;
+    }
+}
+
+/* A request the remote must refuse with a message containing @why */
+static void expect_refused(Remote *r, const MPQemuMsg *req, const char *why)
+{
+    g_autofree char *msg = expect_error(r->fd, req);
+
+    if (!strstr(msg, why)) {
+        g_test_message("expected \"%s\" in \"%s\"", why, msg);
+    }
+    g_assert_nonnull(strstr(msg, why));
+}
+
+static void remote_run_state(Remote *r, bool running)
+{
+    MPQemuMsg req, reply;
+
+    mpqemu_msg_init(&req, MPQEMU_CMD_RUN_STATE, 0, r->id++,
+                    sizeof(MPQemuRunState));
+    req.u.run_state.running = cpu_to_le32(running);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, 0);
+}
+
+/* DEVICE_STATE DESCRIBE or SAVE: what the remote wrote to the file */
+static uint8_t *remote_state_out(Remote *r, uint32_t op, uint64_t *size)
+{
+    MPQemuMsg req, reply;
+    int fd = state_file_new();
+    uint8_t *buf;
+
+    init_device_state(&req, r->id++, op, 0, 0, fd);
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, sizeof(MPQemuDeviceState));
+    *size = le64_to_cpu(reply.u.device_state.size);
+    g_assert_cmpuint(*size, >, 0);
+    buf = g_malloc(*size);
+    g_assert_cmpint(pread(fd, buf, *size, 0), ==, *size);
+    close(fd);
+    return buf;
+}
+
+/* A DEVICE_STATE CHECK or LOAD of @len bytes of @data, said to be @size */
+static void init_state_in(MPQemuMsg *m, uint64_t id, uint32_t op,
+                          const void *data, size_t len, uint64_t size)
+{
+    int fd = state_file_new();
+
+    g_assert_cmpint(pwrite(fd, data, len, 0), ==, len);
+    init_device_state(m, id, op, 0, size, fd);
+}
+
+static void test_remote_migration_hostile(void)
+{
+    static const uint8_t garbage[64] = { 0xde, 0xad, 0xbe, 0xef };
+    Remote r;
+    MPQemuMsg req, reply;
+    g_autofree uint8_t *desc = NULL;
+    g_autofree uint8_t *saved = NULL;
+    uint64_t desc_size, saved_size;
+    int fd;
+
+    remote_start(&r);
+
+    /* Not negotiated: refused, whatever the request */
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RUN_STATE), ==,
+                    MPQEMU_FEATURE_RUN_STATE);
+    fd = state_file_new();
+    init_device_state(&req, r.id++, MPQEMU_STATE_DESCRIBE, 0, 0, fd);
+    expect_refused(&r, &req, "MIGRATION was not negotiated");
+    init_dirty_log(&req, r.id++, MPQEMU_DIRTY_START, -1);
+    expect_refused(&r, &req, "MIGRATION was not negotiated");
+    close(fd);
+    remote_drop(&r);
+    remote_connect(&r);
+    remote_hello(&r);
+
+    /* Descriptor counts that do not match the request */
+    init_device_state(&req, r.id++, MPQEMU_STATE_DESCRIBE, 0, 0, -1);
+    expect_refused(&r, &req, "carries 0 descriptors, expected 1");
+    fd = state_file_new();
+    init_dirty_log(&req, r.id++, MPQEMU_DIRTY_START, fd);
+    expect_refused(&r, &req, "carries 1 descriptors, expected 0");
+    init_dirty_log(&req, r.id++, MPQEMU_DIRTY_SYNC, -1);
+    expect_refused(&r, &req, "carries 0 descriptors, expected 1");
+
+    /* Unknown operations and flags */
+    init_device_state(&req, r.id++, 99, 0, 0, fd);
+    expect_refused(&r, &req, "unknown DEVICE_STATE op 99");
+    init_device_state(&req, r.id++, MPQEMU_STATE_DESCRIBE,
+                      MPQEMU_STATE_RELEASE_DISKS, 0, fd);
+    expect_refused(&r, &req, "flags 0x1 it does not take");
+    init_device_state(&req, r.id++, MPQEMU_STATE_SAVE, 1u << 7, 0, fd);
+    expect_refused(&r, &req, "flags 0x80 it does not take");
+    init_dirty_log(&req, r.id++, 0, -1);
+    expect_refused(&r, &req, "unknown DIRTY_LOG op 0");
+
+    /* Out of order: a sync before the log started, a save while running */
+    init_dirty_log(&req, r.id++, MPQEMU_DIRTY_SYNC, fd);
+    expect_refused(&r, &req, "SYNC without START");
+    init_device_state(&req, r.id++, MPQEMU_STATE_SAVE, 0, 0, fd);
+    expect_refused(&r, &req, "the device runs");
+    close(fd);
+
+    /* Input that is not a state of this device, or larger than its file */
+    desc = remote_state_out(&r, MPQEMU_STATE_DESCRIBE, &desc_size);
+    init_state_in(&req, r.id++, MPQEMU_STATE_CHECK, desc, desc_size,
+                  desc_size);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, sizeof(MPQemuDeviceState));
+    close(req.fds[0]);
+    init_state_in(&req, r.id++, MPQEMU_STATE_CHECK, garbage, sizeof(garbage),
+                  sizeof(garbage));
+    expect_refused(&r, &req, "not an mpqemu device state");
+    close(req.fds[0]);
+    init_state_in(&req, r.id++, MPQEMU_STATE_CHECK, desc, desc_size / 2,
+                  desc_size / 2);
+    expect_refused(&r, &req, "cut short");
+    close(req.fds[0]);
+    init_state_in(&req, r.id++, MPQEMU_STATE_CHECK, desc, desc_size,
+                  desc_size + 4096);
+    expect_refused(&r, &req, "the file does not hold");
+    close(req.fds[0]);
+    init_state_in(&req, r.id++, MPQEMU_STATE_CHECK, desc, desc_size,
+                  (uint64_t)MPQEMU_STATE_MAX + 1);
+    expect_refused(&r, &req, "is larger than");
+    close(req.fds[0]);
+
+    /* Stopped, the state saves; a truncated one does not load */
+    remote_run_state(&r, false);
+    init_bar(&req, MPQEMU_CMD_BAR_WRITE, r.id++, 2, 0x40, 4, 0x5ca1ab1e);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+    saved = remote_state_out(&r, MPQEMU_STATE_SAVE, &saved_size);
+    g_assert_cmpuint(saved_size, >, desc_size);
+    init_state_in(&req, r.id++, MPQEMU_STATE_LOAD, saved, saved_size - 8,
+                  saved_size - 8);
+    expect_refused(&r, &req, "(lsi53c895a) failed");
+    close(req.fds[0]);
+
+    /* ... and the whole one does, with what the device had */
+    init_bar(&req, MPQEMU_CMD_BAR_WRITE, r.id++, 2, 0x40, 4, 0);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+    init_state_in(&req, r.id++, MPQEMU_STATE_LOAD, saved, saved_size,
+                  saved_size);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, sizeof(MPQemuDeviceState));
+    close(req.fds[0]);
+    g_assert_cmphex(remote_bar_read(&r, 2, 0x40, 4), ==, 0x5ca1ab1e);
+
+    /* The dirty log starts, syncs into a file, stops; twice is harmless */
+    for (int i = 0; i < 2; i++) {
+        init_dirty_log(&req, r.id++, MPQEMU_DIRTY_START, -1);
+        send_msg(r.fd, &req);
+        expect_reply(r.fd, &req, &reply, sizeof(MPQemuDirtyLog));
+        fd = state_file_new();
+        init_dirty_log(&req, r.id++, MPQEMU_DIRTY_SYNC, fd);
+        send_msg(r.fd, &req);
+        expect_reply(r.fd, &req, &reply, sizeof(MPQemuDirtyLog));
+        close(fd);
+        init_dirty_log(&req, r.id++, MPQEMU_DIRTY_STOP, -1);
+        send_msg(r.fd, &req);
+        expect_reply(r.fd, &req, &reply, sizeof(MPQemuDirtyLog));
+    }
+    remote_run_state(&r, true);
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
 static uint32_t batch_value(int round, int i)
 {
     return 0xa5000000u | (round << 16) | (i << 4) | 0x5;
@@ -4596,6 +4801,8 @@ int main(int argc, char **argv)
                    test_remote_ring_shadow);
     qtest_add_func("/mpqemu/protocol/remote/hints/refused",
                    test_remote_hints_refused);
+    qtest_add_func("/mpqemu/protocol/remote/migration/hostile",
+                   test_remote_migration_hostile);
     qtest_add_func("/mpqemu/protocol/remote/hints/nvme",
                    test_remote_hints_nvme);
 
