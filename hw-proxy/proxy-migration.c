@@ -18,13 +18,6 @@
 #include "proxy.h"
 #include "trace.h"
 
-static const char *proxy_id(PCIProxyDev *dev)
-{
-    DeviceState *d = DEVICE(dev);
-
-    return d->id ? d->id : object_get_typename(OBJECT(dev));
-}
-
 static bool proxy_state_read_file(int fd, uint64_t size, uint8_t **data,
                                   Error **errp)
 {
@@ -120,7 +113,7 @@ bool proxy_migration_connected(PCIProxyDev *dev, Error **errp)
         error_propagate(errp, why);
         return false;
     }
-    error_prepend(&why, "x-pci-proxy-dev %s cannot migrate: ", proxy_id(dev));
+    error_prepend(&why, "x-pci-proxy-dev %s cannot migrate: ", proxy_name(dev));
     dev->migration_blocker = why;
     return migrate_add_blocker(&dev->migration_blocker, errp) == 0;
 }
@@ -143,7 +136,7 @@ static int proxy_identity_pre_save(void *opaque)
     g_clear_pointer(&dev->identity, g_free);
     if (!proxy_state_request(dev, MPQEMU_STATE_DESCRIBE, 0, NULL, 0,
                              &dev->identity, &dev->identity_size, &err)) {
-        error_report("x-pci-proxy-dev %s cannot migrate: %s", proxy_id(dev),
+        error_report("x-pci-proxy-dev %s cannot migrate: %s", proxy_name(dev),
                      error_get_pretty(err));
         error_free(err);
         return -EIO;
@@ -174,7 +167,7 @@ static int proxy_identity_post_load(void *opaque, int version_id)
     g_clear_pointer(&dev->identity, g_free);
     if (!ok) {
         error_report("x-pci-proxy-dev %s: the device here cannot take the "
-                     "state of the migrating one: %s", proxy_id(dev),
+                     "state of the migrating one: %s", proxy_name(dev),
                      error_get_pretty(err));
         error_free(err);
         return -EINVAL;
@@ -219,17 +212,17 @@ static int proxy_pre_save(void *opaque)
     if (dev->state_lost || dev->memory.dirty_lost) {
         error_report("x-pci-proxy-dev %s cannot migrate: the device failed "
                      "or could not say what it wrote to guest RAM while the "
-                     "VM migrated", proxy_id(dev));
+                     "VM migrated", proxy_name(dev));
         return -EIO;
     }
     if (!proxy_state_request(dev, MPQEMU_STATE_SAVE, flags, NULL, 0,
                              &dev->state, &dev->state_size, &err)) {
         error_report("x-pci-proxy-dev %s: cannot save the device's state: "
-                     "%s", proxy_id(dev), error_get_pretty(err));
+                     "%s", proxy_name(dev), error_get_pretty(err));
         error_free(err);
         return -EIO;
     }
-    trace_proxy_state_saved(proxy_id(dev), dev->state_size);
+    trace_proxy_state_saved(proxy_name(dev), dev->state_size);
     return 0;
 }
 
@@ -253,12 +246,12 @@ static int proxy_post_load(void *opaque, int version_id)
     g_clear_pointer(&dev->state, g_free);
     if (!ok) {
         error_report("x-pci-proxy-dev %s: the device cannot take the "
-                     "migrated state: %s", proxy_id(dev),
+                     "migrated state: %s", proxy_name(dev),
                      error_get_pretty(err));
         error_free(err);
         return -EINVAL;
     }
-    trace_proxy_state_loaded(proxy_id(dev), dev->state_size);
+    trace_proxy_state_loaded(proxy_name(dev), dev->state_size);
     return 0;
 }
 
@@ -272,6 +265,7 @@ const VMStateDescription vmstate_proxy = {
     .fields = (const VMStateField[]) {
         VMSTATE_PCI_DEVICE(parent_obj, PCIProxyDev),
         VMSTATE_BOOL(intx_level, PCIProxyDev),
+        VMSTATE_STRUCT(msi, PCIProxyDev, 1, vmstate_proxy_msi, ProxyMsiGuard),
         VMSTATE_UINT32(state_size, PCIProxyDev),
         VMSTATE_VBUFFER_ALLOC_UINT32(state, PCIProxyDev, 0, NULL, state_size),
         VMSTATE_END_OF_LIST()
@@ -295,13 +289,13 @@ static int proxy_migration_setup(NotifierWithReturn *notifier,
     if (migrate_postcopy_ram()) {
         error_setg(errp, "x-pci-proxy-dev %s does not support postcopy "
                    "migration: its remote process accesses guest RAM "
-                   "directly", proxy_id(dev));
+                   "directly", proxy_name(dev));
         return -ENOTSUP;
     }
     if (migrate_background_snapshot()) {
         error_setg(errp, "x-pci-proxy-dev %s does not support background "
                    "snapshots: its remote process writes guest RAM "
-                   "directly", proxy_id(dev));
+                   "directly", proxy_name(dev));
         return -ENOTSUP;
     }
     return 0;

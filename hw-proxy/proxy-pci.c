@@ -25,7 +25,7 @@
 
 #define PROXY_DEFAULT_TIMEOUT_MS 5000
 
-static const char *proxy_name(PCIProxyDev *dev)
+const char *proxy_name(PCIProxyDev *dev)
 {
     DeviceState *d = DEVICE(dev);
 
@@ -91,8 +91,10 @@ static void proxy_notify(void *opaque, MPQemuMsg *msg)
         };
 
         trace_proxy_msi(proxy_name(dev), m.address, m.data);
-        /* delivered as the device's own write, as in-process */
-        msi_send_message(PCI_DEVICE(dev), m);
+        if (proxy_msi_allowed(dev, m)) {
+            /* delivered as the device's own write, as in-process */
+            msi_send_message(PCI_DEVICE(dev), m);
+        }
     } else {
         int level = !!le32_to_cpu(msg->u.set_irq.level);
 
@@ -136,8 +138,8 @@ static bool proxy_config_local(uint32_t addr)
            addr == PCI_INTERRUPT_LINE;
 }
 
-static void proxy_config_access_init(MPQemuMsg *req, bool write,
-                                     uint32_t addr, int len, uint32_t val)
+void proxy_config_access_init(MPQemuMsg *req, bool write, uint32_t addr,
+                              int len, uint32_t val)
 {
     mpqemu_msg_init(req, write ? MPQEMU_CMD_CONFIG_WRITE :
                     MPQEMU_CMD_CONFIG_READ, 0, 0, sizeof(MPQemuConfigAccess));
@@ -190,6 +192,7 @@ static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
     trace_proxy_config_write(proxy_name(dev), addr, len, val);
     /* Locally: BAR mapping, command register effects, the IRQ line */
     pci_default_write_config(pdev, addr, val, len);
+    proxy_msi_config_write(dev, addr, val, len);
     if (addr >= PCI_CONFIG_SPACE_SIZE) {
         return;
     }
@@ -265,6 +268,7 @@ static void proxy_region_write(void *opaque, hwaddr addr, uint64_t val,
     if (r->index == PCI_ROM_SLOT) {
         return;     /* the expansion ROM is read-only */
     }
+    proxy_msi_bar_write(r->dev, r->index, addr, val, size);
     proxy_region_access(r, true, addr, size, &val,
                         proxy_write_may_post(r, addr, size));
 }
@@ -680,6 +684,7 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
 
     if (!proxy_hello(dev, errp) ||
         !proxy_setup_identity(dev, again, errp) ||
+        !proxy_msi_discover(dev, errp) ||
         !proxy_setup_regions(dev, again, errp) ||
         !proxy_setup_hints(dev, errp) ||
         !proxy_memory_start(&dev->memory, &dev->link, proxy_name(dev),
@@ -855,6 +860,7 @@ static void proxy_exit(PCIDevice *pdev)
     proxy_memory_stop(&dev->memory);
     proxy_ioeventfd_clear(dev);
     proxy_close_link(dev, true);
+    proxy_msi_cleanup(dev);
 }
 
 static void proxy_reset(DeviceState *d)
@@ -863,6 +869,7 @@ static void proxy_reset(DeviceState *d)
     MPQemuMsg req, reply;
 
     trace_proxy_reset(proxy_name(dev));
+    proxy_msi_reset(dev);
     mpqemu_msg_init(&req, MPQEMU_CMD_RESET, 0, 0, 0);
     proxy_call(dev, &req, &reply);
 }
@@ -906,6 +913,7 @@ static void proxy_class_init(ObjectClass *klass, void *data)
     dc->vmsd = &vmstate_proxy;
     dc->desc = "Proxy for a PCI device emulated in a remote process";
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+    proxy_msi_class_init(klass);
 }
 
 static const TypeInfo proxy_info = {

@@ -9,6 +9,7 @@
 #define HW_PROXY_PROXY_H
 
 #include "hw/pci/pci_device.h"
+#include "hw/pci/msi.h"
 #include "exec/memory.h"
 #include "mpqemu/channel.h"
 #include "mpqemu/ring.h"
@@ -123,6 +124,29 @@ typedef struct ProxyRegion {
     bool io;
 } ProxyRegion;
 
+/*
+ * What the guest programmed into the device's MSI and MSI-X capabilities
+ * and table, as it passed through the proxy (proxy-msi.c)
+ */
+typedef struct ProxyMsiGuard {
+    uint8_t msi_cap;            /* config offsets; 0 if the device has none */
+    uint8_t msix_cap;
+    bool msi_64bit;
+    uint8_t msix_bir;
+    uint32_t msix_table_offset;
+    uint32_t msix_entries;
+    uint8_t config[PCI_CONFIG_SPACE_SIZE];  /* as the guest wrote it */
+    uint8_t *msix_table;                    /* as the guest wrote it */
+    uint32_t msix_table_size;
+    /* the message before the last change: the device may not have seen it */
+    MSIMessage msi_previous;
+    MSIMessage *msix_previous;
+    uint64_t refused;
+    /* the table as it travels in the migration stream */
+    uint8_t *migrated_table;
+    uint32_t migrated_size;
+} ProxyMsiGuard;
+
 /* A doorbell the device wants signalled directly (proxy-ioeventfd.c) */
 typedef struct ProxyIoeventfd {
     EventNotifier notifier;
@@ -167,6 +191,8 @@ struct PCIProxyDev {
     RemoteProcess *remote_process;  /* that created our device link */
     VMChangeStateEntry *runstate_entry;
 
+    ProxyMsiGuard msi;
+
     /* migration (proxy-migration.c) */
     Error *migration_blocker;   /* the device cannot migrate */
     NotifierWithReturn migration_setup; /* refuses what it cannot do */
@@ -176,6 +202,18 @@ struct PCIProxyDev {
     uint8_t *state;         /* the remote device's state, in the stream */
     uint32_t state_size;
 };
+
+/* proxy-msi.c */
+bool proxy_msi_discover(PCIProxyDev *dev, Error **errp);
+void proxy_msi_config_write(PCIProxyDev *dev, uint32_t addr, uint32_t val,
+                            int len);
+void proxy_msi_bar_write(PCIProxyDev *dev, unsigned region, hwaddr addr,
+                         uint64_t val, unsigned size);
+bool proxy_msi_allowed(PCIProxyDev *dev, MSIMessage m);
+void proxy_msi_reset(PCIProxyDev *dev);
+void proxy_msi_cleanup(PCIProxyDev *dev);
+void proxy_msi_class_init(ObjectClass *oc);
+extern const VMStateDescription vmstate_proxy_msi;
 
 /* proxy-migration.c */
 extern const VMStateDescription vmstate_proxy;
@@ -190,6 +228,9 @@ void proxy_runstate_init(PCIProxyDev *dev);
 void proxy_runstate_cleanup(PCIProxyDev *dev);
 
 /* proxy-pci.c */
+const char *proxy_name(PCIProxyDev *dev);
+void proxy_config_access_init(MPQemuMsg *req, bool write, uint32_t addr,
+                              int len, uint32_t val);
 bool proxy_is_connected(PCIProxyDev *dev);
 /* Why it failed, if it did (proxy_is_connected() false) */
 const char *proxy_failure(PCIProxyDev *dev, RemoteDeviceFailureCause *cause);

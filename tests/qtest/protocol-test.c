@@ -4532,6 +4532,114 @@ static void fake_set_irq(ProxyTest *t, uint32_t level)
     g_assert_cmphex(proxy_sync(t), ==, fake_bar_value(0x40));
 }
 
+#define MSI_CAP         0x40
+#define MSI_GOOD_ADDR   0x100000    /* guest RAM: a delivered MSI lands here */
+#define MSI_FORGED_ADDR 0x200000
+#define MSI_GOOD_DATA   0x1234
+
+static void fake_msi(ProxyTest *t, uint64_t address, uint32_t data)
+{
+    MPQemuMsg m;
+
+    mpqemu_msg_init(&m, MPQEMU_CMD_MSI, 0, 0, sizeof(MPQemuMsi));
+    m.u.msi.address = cpu_to_le64(address);
+    m.u.msi.data = cpu_to_le32(data);
+    fake_notify(t->fake, &m);
+    proxy_sync(t);
+}
+
+/* A programmed MSI arrives: its write lands in guest RAM */
+static void expect_msi_delivered(ProxyTest *t)
+{
+    int64_t deadline = g_get_monotonic_time() +
+                       IO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+
+    qtest_writel(t->qts, MSI_GOOD_ADDR, 0);
+    fake_msi(t, MSI_GOOD_ADDR, MSI_GOOD_DATA);
+    while (qtest_readl(t->qts, MSI_GOOD_ADDR) != MSI_GOOD_DATA &&
+           g_get_monotonic_time() < deadline) {
+        g_usleep(1000);
+    }
+    g_assert_cmphex(qtest_readl(t->qts, MSI_GOOD_ADDR), ==, MSI_GOOD_DATA);
+}
+
+static uint64_t proxy_refused_msis(ProxyTest *t)
+{
+    QDict *resp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments': "
+                            "{'path': '/machine/peripheral/p0', "
+                            "'property': 'x-refused-msis'}}");
+    uint64_t n;
+
+    g_assert_true(qdict_haskey(resp, "return"));
+    n = qdict_get_int(resp, "return");
+    qobject_unref(resp);
+    return n;
+}
+
+/*
+ * A remote may send only the MSI messages the guest programmed: any other
+ * address or data is refused (nothing is written) and counted, and the
+ * device goes on working.
+ */
+static void test_proxy_msi_forged(void)
+{
+    FakeRemote *f = fake_remote_new(REPLY_OK, MPQEMU_VERSION, false);
+    ProxyTest t;
+
+    f->config[PCI_STATUS] |= PCI_STATUS_CAP_LIST;
+    f->config[PCI_CAPABILITY_LIST] = MSI_CAP;
+    f->config[MSI_CAP] = PCI_CAP_ID_MSI;
+    stw_le_p(f->config + MSI_CAP + PCI_MSI_FLAGS, PCI_MSI_FLAGS_64BIT);
+    proxy_test_start_fake(&t, f, "");
+
+    /* not programmed yet: nothing goes through */
+    qtest_writel(t.qts, MSI_GOOD_ADDR, 0);
+    fake_msi(&t, MSI_GOOD_ADDR, MSI_GOOD_DATA);
+    fake_msi(&t, 0, 0);
+
+    qpci_config_writel(t.dev, MSI_CAP + PCI_MSI_ADDRESS_LO, MSI_GOOD_ADDR);
+    qpci_config_writel(t.dev, MSI_CAP + PCI_MSI_ADDRESS_HI, 0);
+    qpci_config_writew(t.dev, MSI_CAP + PCI_MSI_DATA_64, MSI_GOOD_DATA);
+    qpci_config_writew(t.dev, MSI_CAP + PCI_MSI_FLAGS,
+                       PCI_MSI_FLAGS_64BIT | PCI_MSI_FLAGS_ENABLE);
+    expect_msi_delivered(&t);
+    g_assert_cmpuint(proxy_refused_msis(&t), ==, 2);
+    g_assert_cmphex(qtest_readl(t.qts, 0), ==, 0);
+
+    /* another address, another vector than the one programmed */
+    qtest_writel(t.qts, MSI_FORGED_ADDR, 0);
+    fake_msi(&t, MSI_FORGED_ADDR, MSI_GOOD_DATA);
+    fake_msi(&t, MSI_GOOD_ADDR | 4, MSI_GOOD_DATA);
+    qtest_writel(t.qts, MSI_GOOD_ADDR, 0);
+    fake_msi(&t, MSI_GOOD_ADDR, MSI_GOOD_DATA + 1);
+    fake_msi(&t, MSI_GOOD_ADDR, 0x10000 | MSI_GOOD_DATA);
+    expect_msi_delivered(&t);
+    g_assert_cmpuint(proxy_refused_msis(&t), ==, 6);
+    g_assert_cmphex(qtest_readl(t.qts, MSI_FORGED_ADDR), ==, 0);
+
+    /* the guest moves it: one the device sent before it saw that is good */
+    qpci_config_writew(t.dev, MSI_CAP + PCI_MSI_DATA_64, MSI_GOOD_DATA + 2);
+    expect_msi_delivered(&t);
+    qpci_config_writew(t.dev, MSI_CAP + PCI_MSI_DATA_64, MSI_GOOD_DATA);
+
+    /* disabled, or after a reset, nothing is */
+    qpci_config_writew(t.dev, MSI_CAP + PCI_MSI_FLAGS, PCI_MSI_FLAGS_64BIT);
+    qtest_writel(t.qts, MSI_GOOD_ADDR, 0);
+    fake_msi(&t, MSI_GOOD_ADDR, MSI_GOOD_DATA + 2);
+    g_assert_cmpuint(proxy_refused_msis(&t), ==, 7);
+    qpci_config_writew(t.dev, MSI_CAP + PCI_MSI_FLAGS,
+                       PCI_MSI_FLAGS_64BIT | PCI_MSI_FLAGS_ENABLE);
+    expect_msi_delivered(&t);
+    qtest_system_reset(t.qts);
+    qpci_device_enable(t.dev);
+    t.bar = qpci_iomap(t.dev, 0, NULL);
+    fake_msi(&t, MSI_GOOD_ADDR, MSI_GOOD_DATA);
+    g_assert_cmpuint(proxy_refused_msis(&t), ==, 8);
+    g_assert_cmphex(qtest_readl(t.qts, MSI_FORGED_ADDR), ==, 0);
+    g_assert_cmpstr(f->errors->str, ==, "");
+    proxy_test_end(&t);
+}
+
 /*
  * Writes the remote keeps synchronous wait for the answer, and so do all
  * writes while the device holds its interrupt line up; the others do not
@@ -4822,6 +4930,7 @@ int main(int argc, char **argv)
     qtest_add_func("/mpqemu/protocol/proxy/silent", test_proxy_silent);
     qtest_add_func("/mpqemu/protocol/proxy/irq-first", test_proxy_irq_first);
     qtest_add_func("/mpqemu/protocol/proxy/irq-flood", test_proxy_irq_flood);
+    qtest_add_func("/mpqemu/protocol/proxy/msi-forged", test_proxy_msi_forged);
     qtest_add_func("/mpqemu/protocol/proxy/ring/healthy",
                    test_proxy_ring_healthy);
     qtest_add_func("/mpqemu/protocol/proxy/ring/silent",
