@@ -72,6 +72,8 @@ struct RemoteProcess {
     uint32_t timeout_ms;
     uint32_t heartbeat_interval_ms;     /* 0: no heartbeat */
     uint32_t heartbeat_timeout_ms;
+    bool sandbox;
+    char *user;
 
     RemoteProcessState state;
     bool spawned;
@@ -493,7 +495,11 @@ static char **remote_process_argv(RemoteProcess *rp, const char *exe)
 
     g_ptr_array_add(argv, g_strdup(exe));
     g_ptr_array_add(argv, g_strdup("-machine"));
-    g_ptr_array_add(argv, g_strdup("x-remote,auto-shutdown=off"));
+    /* (the remote sandboxes itself unless told not to) */
+    g_ptr_array_add(argv, g_strdup_printf("x-remote,auto-shutdown=off%s%s%s",
+                                          rp->sandbox ? "" : ",sandbox=off",
+                                          rp->user ? ",user=" : "",
+                                          rp->user ?: ""));
     g_ptr_array_add(argv, g_strdup("-nodefaults"));
     g_ptr_array_add(argv, g_strdup("-display"));
     g_ptr_array_add(argv, g_strdup("none"));
@@ -620,10 +626,21 @@ static void remote_process_complete(UserCreatable *uc, Error **errp)
         return;
     }
     if ((rp->fd_str || rp->socket_path) &&
-        (rp->executable || rp->args || rp->log)) {
-        error_setg(errp, "x-remote-process: executable=, args= and log= are "
-                   "for a process it spawns, not one it attaches to with "
-                   "fd= or socket=");
+        (rp->executable || rp->args || rp->log || !rp->sandbox ||
+         rp->user)) {
+        error_setg(errp, "x-remote-process: executable=, args=, log=, "
+                   "sandbox= and user= are for a process it spawns, not one "
+                   "it attaches to with fd= or socket=");
+        return;
+    }
+    if (rp->user && (!*rp->user || strchr(rp->user, ','))) {
+        error_setg(errp, "x-remote-process: '%s' is not a user name",
+                   rp->user);
+        return;
+    }
+    if (rp->user && !rp->sandbox) {
+        error_setg(errp, "x-remote-process: user= is part of the sandbox; "
+                   "it cannot go with sandbox=off");
         return;
     }
     if (!rp->timeout_ms) {
@@ -1084,6 +1101,7 @@ static void remote_process_instance_init(Object *obj)
     rp->timeout_ms = REMOTE_PROCESS_DEFAULT_TIMEOUT_MS;
     rp->heartbeat_interval_ms = REMOTE_PROCESS_DEFAULT_HEARTBEAT_INTERVAL_MS;
     rp->heartbeat_timeout_ms = REMOTE_PROCESS_DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    rp->sandbox = true;
     rp->state = REMOTE_PROCESS_STATE_STARTING;
     rp->pidfd = -1;
     rp->deadline_timer = aio_timer_new(qemu_get_aio_context(),
@@ -1113,6 +1131,7 @@ static void remote_process_finalize(Object *obj)
     g_free(rp->log);
     g_free(rp->fd_str);
     g_free(rp->socket_path);
+    g_free(rp->user);
 }
 
 #define REMOTE_PROCESS_STR_PROP(field)                                      \
@@ -1132,6 +1151,7 @@ REMOTE_PROCESS_STR_PROP(executable)
 REMOTE_PROCESS_STR_PROP(log)
 REMOTE_PROCESS_STR_PROP(fd_str)
 REMOTE_PROCESS_STR_PROP(socket_path)
+REMOTE_PROCESS_STR_PROP(user)
 
 static void remote_process_get_args(Object *obj, Visitor *v,
                                     const char *name, void *opaque,
@@ -1218,6 +1238,16 @@ static void remote_process_set_heartbeat_timeout(Object *obj, Visitor *v,
     REMOTE_PROCESS(obj)->heartbeat_timeout_ms = value;
 }
 
+static bool remote_process_get_sandbox(Object *obj, Error **errp)
+{
+    return REMOTE_PROCESS(obj)->sandbox;
+}
+
+static void remote_process_set_sandbox(Object *obj, bool value, Error **errp)
+{
+    REMOTE_PROCESS(obj)->sandbox = value;
+}
+
 static void remote_process_get_pid(Object *obj, Visitor *v, const char *name,
                                    void *opaque, Error **errp)
 {
@@ -1278,6 +1308,15 @@ static void remote_process_class_init(ObjectClass *oc, void *data)
                               NULL, NULL);
     object_class_property_set_description(oc, "heartbeat-timeout",
         "ms an answer to a check may take (default 5000)");
+    object_class_property_add_bool(oc, "sandbox", remote_process_get_sandbox,
+                                   remote_process_set_sandbox);
+    object_class_property_set_description(oc, "sandbox",
+        "run the spawned process under seccomp with no_new_privs (default "
+        "on)");
+    object_class_property_add_str(oc, "user", remote_process_get_user,
+                                  remote_process_set_user);
+    object_class_property_set_description(oc, "user",
+        "user the spawned process becomes once its devices exist");
     object_class_property_add(oc, "pid", "int", remote_process_get_pid,
                               NULL, NULL, NULL);
     object_class_property_set_description(oc, "pid",

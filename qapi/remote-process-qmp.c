@@ -49,7 +49,8 @@ qmp_x_add_remote_process(const char *executable, bool has_args,
                          uint32_t timeout, bool has_heartbeat_interval,
                          uint32_t heartbeat_interval,
                          bool has_heartbeat_timeout,
-                         uint32_t heartbeat_timeout, const char *id,
+                         uint32_t heartbeat_timeout, bool has_sandbox,
+                         bool sandbox, const char *user, const char *id,
                          Error **errp)
 {
     ObjectOptions options = {
@@ -68,6 +69,9 @@ qmp_x_add_remote_process(const char *executable, bool has_args,
             .heartbeat_interval = heartbeat_interval,
             .has_heartbeat_timeout = has_heartbeat_timeout,
             .heartbeat_timeout = heartbeat_timeout,
+            .has_sandbox = has_sandbox,
+            .sandbox = sandbox,
+            .user = (char *)user,
         },
     };
     ERRP_GUARD();

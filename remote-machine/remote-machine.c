@@ -7,6 +7,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qemu/error-report.h"
 #include "qemu/units.h"
 #include "qemu/module.h"
 #include "qom/object_interfaces.h"
@@ -21,6 +22,7 @@
 #include "qapi/visitor.h"
 #include "exec/address-spaces.h"
 #include "system/runstate.h"
+#include "system/system.h"
 #include "remote.h"
 #include "trace.h"
 
@@ -156,10 +158,26 @@ static void remote_pcihost_class_init(ObjectClass *klass, void *data)
     hc->unplug_request = remote_pcihost_unplug_request;
 }
 
+/* The command line's backends and devices exist: into the sandbox */
+static void remote_machine_done(Notifier *notifier, void *data)
+{
+    RemoteMachineState *s = container_of(notifier, RemoteMachineState,
+                                         machine_done);
+    Error *err = NULL;
+
+    if (!remote_sandbox_enter(s->sandbox, s->user, &err)) {
+        error_reportf_err(err, "x-remote: cannot enter the sandbox: ");
+        exit(1);
+    }
+}
+
 static void remote_machine_init(MachineState *machine)
 {
     RemoteMachineState *s = REMOTE_MACHINE(machine);
     DeviceState *host = qdev_new(TYPE_REMOTE_PCIHOST);
+
+    s->machine_done.notify = remote_machine_done;
+    qemu_add_machine_init_done_notifier(&s->machine_done);
 
     remote_dma_init_system_memory(OBJECT(machine));
     /* Every MSI is forwarded to a main QEMU that can deliver it */
@@ -206,6 +224,30 @@ static void remote_machine_set_auto_shutdown(Object *obj, bool value,
     REMOTE_MACHINE(obj)->auto_shutdown = value;
 }
 
+static bool remote_machine_get_sandbox(Object *obj, Error **errp)
+{
+    return REMOTE_MACHINE(obj)->sandbox;
+}
+
+static void remote_machine_set_sandbox(Object *obj, bool value, Error **errp)
+{
+    REMOTE_MACHINE(obj)->sandbox = value;
+}
+
+static char *remote_machine_get_user(Object *obj, Error **errp)
+{
+    return g_strdup(REMOTE_MACHINE(obj)->user);
+}
+
+static void remote_machine_set_user(Object *obj, const char *value,
+                                    Error **errp)
+{
+    RemoteMachineState *s = REMOTE_MACHINE(obj);
+
+    g_free(s->user);
+    s->user = g_strdup(value);
+}
+
 static void remote_machine_get_pid(Object *obj, Visitor *v, const char *name,
                                    void *opaque, Error **errp)
 {
@@ -217,6 +259,12 @@ static void remote_machine_get_pid(Object *obj, Visitor *v, const char *name,
 static void remote_machine_instance_init(Object *obj)
 {
     REMOTE_MACHINE(obj)->auto_shutdown = true;
+    REMOTE_MACHINE(obj)->sandbox = true;
+}
+
+static void remote_machine_instance_finalize(Object *obj)
+{
+    g_free(REMOTE_MACHINE(obj)->user);
 }
 
 static void remote_machine_class_init(ObjectClass *oc, void *data)
@@ -236,6 +284,16 @@ static void remote_machine_class_init(ObjectClass *oc, void *data)
                                    remote_machine_set_auto_shutdown);
     object_class_property_set_description(oc, "auto-shutdown",
         "Exit once every proxy has disconnected and none can connect again");
+    object_class_property_add_bool(oc, "sandbox", remote_machine_get_sandbox,
+                                   remote_machine_set_sandbox);
+    object_class_property_set_description(oc, "sandbox",
+        "Run under seccomp with no_new_privs once the devices are created "
+        "(default on; off is for debugging)");
+    object_class_property_add_str(oc, "user", remote_machine_get_user,
+                                  remote_machine_set_user);
+    object_class_property_set_description(oc, "user",
+        "User to become once the devices are created (the process must "
+        "start as root)");
     /* how a main QEMU that attached to us through a socket learns who we are */
     object_class_property_add(oc, "pid", "int", remote_machine_get_pid,
                               NULL, NULL, NULL);
@@ -249,6 +307,7 @@ static const TypeInfo remote_types[] = {
         .parent = TYPE_MACHINE,
         .instance_size = sizeof(RemoteMachineState),
         .instance_init = remote_machine_instance_init,
+        .instance_finalize = remote_machine_instance_finalize,
         .class_init = remote_machine_class_init,
     }, {
         .name = TYPE_REMOTE_PCIHOST,

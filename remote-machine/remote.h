@@ -44,6 +44,9 @@ struct RemoteMachineState {
 
     RemotePCIHost *host;
     bool auto_shutdown;
+    bool sandbox;
+    char *user;
+    Notifier machine_done;
 };
 
 /*
@@ -113,6 +116,9 @@ void remote_dirty_stop(RemoteMemory *mem);
 
 /* remote-state.c: the device's state, for a migration */
 void remote_state_handle(PCIDevice *pdev, MPQemuMsg *req, MPQemuMsg *reply);
+
+/* remote-sandbox.c: least privilege for the device models */
+bool remote_sandbox_enter(bool enabled, const char *user, Error **errp);
 
 /* remote-disks.c: disk images handed over to a migration's destination */
 bool remote_disks_release(PCIDevice *pdev, Error **errp);
