@@ -74,6 +74,7 @@ struct RemoteProcess {
     uint32_t heartbeat_timeout_ms;
     bool sandbox;
     char *user;
+    strList *allow_paths;
 
     RemoteProcessState state;
     bool spawned;
@@ -486,6 +487,29 @@ static void G_NORETURN remote_process_child(RemoteProcessSpawn *s,
     _exit(127);
 }
 
+/* -machine: the remote sandboxes itself unless told not to */
+static char *remote_process_machine_opts(RemoteProcess *rp)
+{
+    GString *opts = g_string_new("x-remote,auto-shutdown=off");
+    unsigned i = 0;
+
+    if (!rp->sandbox) {
+        g_string_append(opts, ",sandbox=off");
+    }
+    if (rp->user) {
+        g_string_append_printf(opts, ",user=%s", rp->user);
+    }
+    for (strList *p = rp->allow_paths; p; p = p->next, i++) {
+        g_autofree char *escaped = NULL;
+        g_auto(GStrv) parts = g_strsplit(p->value, ",", -1);
+
+        /* a comma in an option's value is written twice */
+        escaped = g_strjoinv(",,", parts);
+        g_string_append_printf(opts, ",allow-paths.%u=%s", i, escaped);
+    }
+    return g_string_free(opts, false);
+}
+
 static char **remote_process_argv(RemoteProcess *rp, const char *exe)
 {
     GPtrArray *argv = g_ptr_array_new();
@@ -495,11 +519,7 @@ static char **remote_process_argv(RemoteProcess *rp, const char *exe)
 
     g_ptr_array_add(argv, g_strdup(exe));
     g_ptr_array_add(argv, g_strdup("-machine"));
-    /* (the remote sandboxes itself unless told not to) */
-    g_ptr_array_add(argv, g_strdup_printf("x-remote,auto-shutdown=off%s%s%s",
-                                          rp->sandbox ? "" : ",sandbox=off",
-                                          rp->user ? ",user=" : "",
-                                          rp->user ?: ""));
+    g_ptr_array_add(argv, remote_process_machine_opts(rp));
     g_ptr_array_add(argv, g_strdup("-nodefaults"));
     g_ptr_array_add(argv, g_strdup("-display"));
     g_ptr_array_add(argv, g_strdup("none"));
@@ -627,10 +647,10 @@ static void remote_process_complete(UserCreatable *uc, Error **errp)
     }
     if ((rp->fd_str || rp->socket_path) &&
         (rp->executable || rp->args || rp->log || !rp->sandbox ||
-         rp->user)) {
+         rp->user || rp->allow_paths)) {
         error_setg(errp, "x-remote-process: executable=, args=, log=, "
-                   "sandbox= and user= are for a process it spawns, not one "
-                   "it attaches to with fd= or socket=");
+                   "sandbox=, user= and allow-paths= are for a process it "
+                   "spawns, not one it attaches to with fd= or socket=");
         return;
     }
     if (rp->user && (!*rp->user || strchr(rp->user, ','))) {
@@ -638,9 +658,9 @@ static void remote_process_complete(UserCreatable *uc, Error **errp)
                    rp->user);
         return;
     }
-    if (rp->user && !rp->sandbox) {
-        error_setg(errp, "x-remote-process: user= is part of the sandbox; "
-                   "it cannot go with sandbox=off");
+    if ((rp->user || rp->allow_paths) && !rp->sandbox) {
+        error_setg(errp, "x-remote-process: user= and allow-paths= are part "
+                   "of the sandbox; they cannot go with sandbox=off");
         return;
     }
     if (!rp->timeout_ms) {
@@ -1132,6 +1152,7 @@ static void remote_process_finalize(Object *obj)
     g_free(rp->fd_str);
     g_free(rp->socket_path);
     g_free(rp->user);
+    qapi_free_strList(rp->allow_paths);
 }
 
 #define REMOTE_PROCESS_STR_PROP(field)                                      \
@@ -1153,28 +1174,30 @@ REMOTE_PROCESS_STR_PROP(fd_str)
 REMOTE_PROCESS_STR_PROP(socket_path)
 REMOTE_PROCESS_STR_PROP(user)
 
-static void remote_process_get_args(Object *obj, Visitor *v,
-                                    const char *name, void *opaque,
-                                    Error **errp)
+/* A strList property; @opaque is the field's offset in RemoteProcess */
+static void remote_process_get_strlist(Object *obj, Visitor *v,
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
-    strList *args = QAPI_CLONE(strList, REMOTE_PROCESS(obj)->args);
+    strList **field = (void *)REMOTE_PROCESS(obj) + GPOINTER_TO_SIZE(opaque);
+    strList *list = QAPI_CLONE(strList, *field);
 
-    visit_type_strList(v, name, &args, errp);
-    qapi_free_strList(args);
+    visit_type_strList(v, name, &list, errp);
+    qapi_free_strList(list);
 }
 
-static void remote_process_set_args(Object *obj, Visitor *v,
-                                    const char *name, void *opaque,
-                                    Error **errp)
+static void remote_process_set_strlist(Object *obj, Visitor *v,
+                                       const char *name, void *opaque,
+                                       Error **errp)
 {
-    RemoteProcess *rp = REMOTE_PROCESS(obj);
-    strList *args = NULL;
+    strList **field = (void *)REMOTE_PROCESS(obj) + GPOINTER_TO_SIZE(opaque);
+    strList *list = NULL;
 
-    if (!visit_type_strList(v, name, &args, errp)) {
+    if (!visit_type_strList(v, name, &list, errp)) {
         return;
     }
-    qapi_free_strList(rp->args);
-    rp->args = args;
+    qapi_free_strList(*field);
+    *field = list;
 }
 
 static void remote_process_get_timeout(Object *obj, Visitor *v,
@@ -1274,8 +1297,10 @@ static void remote_process_class_init(ObjectClass *oc, void *data)
                                   remote_process_set_executable);
     object_class_property_set_description(oc, "executable",
         "program to spawn (default: this QEMU binary)");
-    object_class_property_add(oc, "args", "strList", remote_process_get_args,
-                              remote_process_set_args, NULL, NULL);
+    object_class_property_add(oc, "args", "strList",
+                              remote_process_get_strlist,
+                              remote_process_set_strlist, NULL,
+                              GSIZE_TO_POINTER(offsetof(RemoteProcess, args)));
     object_class_property_set_description(oc, "args",
         "arguments for the spawned process, one string each");
     object_class_property_add_str(oc, "log", remote_process_get_log,
@@ -1317,6 +1342,13 @@ static void remote_process_class_init(ObjectClass *oc, void *data)
                                   remote_process_set_user);
     object_class_property_set_description(oc, "user",
         "user the spawned process becomes once its devices exist");
+    object_class_property_add(oc, "allow-paths", "strList",
+                              remote_process_get_strlist,
+                              remote_process_set_strlist, NULL,
+                              GSIZE_TO_POINTER(offsetof(RemoteProcess,
+                                                        allow_paths)));
+    object_class_property_set_description(oc, "allow-paths",
+        "files and directories the sandboxed process may open later");
     object_class_property_add(oc, "pid", "int", remote_process_get_pid,
                               NULL, NULL, NULL);
     object_class_property_set_description(oc, "pid",

@@ -70,7 +70,7 @@ void coroutine_fn hmp_remote_process_add(Monitor *mon, const QDict *qdict)
     }
     info = qmp_x_add_remote_process(NULL, !!args, args, NULL, NULL, NULL,
                                     false, 0, false, 0, false, 0, false, false,
-                                    NULL, id, &err);
+                                    NULL, false, NULL, id, &err);
     qapi_free_strList(args);
     if (hmp_handle_error(mon, err)) {
         return;

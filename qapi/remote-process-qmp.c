@@ -50,8 +50,9 @@ qmp_x_add_remote_process(const char *executable, bool has_args,
                          uint32_t heartbeat_interval,
                          bool has_heartbeat_timeout,
                          uint32_t heartbeat_timeout, bool has_sandbox,
-                         bool sandbox, const char *user, const char *id,
-                         Error **errp)
+                         bool sandbox, const char *user,
+                         bool has_allow_paths, strList *allow_paths,
+                         const char *id, Error **errp)
 {
     ObjectOptions options = {
         .qom_type = OBJECT_TYPE_X_REMOTE_PROCESS,
@@ -72,6 +73,8 @@ qmp_x_add_remote_process(const char *executable, bool has_args,
             .has_sandbox = has_sandbox,
             .sandbox = sandbox,
             .user = (char *)user,
+            .has_allow_paths = has_allow_paths,
+            .allow_paths = allow_paths,
         },
     };
     ERRP_GUARD();

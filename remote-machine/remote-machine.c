@@ -20,6 +20,8 @@
 #include "hw/hotplug.h"
 #include "qemu/rcu.h"
 #include "qapi/visitor.h"
+#include "qapi/clone-visitor.h"
+#include "qapi/qapi-builtin-visit.h"
 #include "exec/address-spaces.h"
 #include "system/runstate.h"
 #include "system/system.h"
@@ -165,7 +167,7 @@ static void remote_machine_done(Notifier *notifier, void *data)
                                          machine_done);
     Error *err = NULL;
 
-    if (!remote_sandbox_enter(s->sandbox, s->user, &err)) {
+    if (!remote_sandbox_enter(s->sandbox, s->user, s->allow_paths, &err)) {
         error_reportf_err(err, "x-remote: cannot enter the sandbox: ");
         exit(1);
     }
@@ -248,6 +250,30 @@ static void remote_machine_set_user(Object *obj, const char *value,
     s->user = g_strdup(value);
 }
 
+static void remote_machine_get_allow_paths(Object *obj, Visitor *v,
+                                           const char *name, void *opaque,
+                                           Error **errp)
+{
+    strList *paths = QAPI_CLONE(strList, REMOTE_MACHINE(obj)->allow_paths);
+
+    visit_type_strList(v, name, &paths, errp);
+    qapi_free_strList(paths);
+}
+
+static void remote_machine_set_allow_paths(Object *obj, Visitor *v,
+                                           const char *name, void *opaque,
+                                           Error **errp)
+{
+    RemoteMachineState *s = REMOTE_MACHINE(obj);
+    strList *paths = NULL;
+
+    if (!visit_type_strList(v, name, &paths, errp)) {
+        return;
+    }
+    qapi_free_strList(s->allow_paths);
+    s->allow_paths = paths;
+}
+
 static void remote_machine_get_pid(Object *obj, Visitor *v, const char *name,
                                    void *opaque, Error **errp)
 {
@@ -265,6 +291,7 @@ static void remote_machine_instance_init(Object *obj)
 static void remote_machine_instance_finalize(Object *obj)
 {
     g_free(REMOTE_MACHINE(obj)->user);
+    qapi_free_strList(REMOTE_MACHINE(obj)->allow_paths);
 }
 
 static void remote_machine_class_init(ObjectClass *oc, void *data)
@@ -294,6 +321,12 @@ static void remote_machine_class_init(ObjectClass *oc, void *data)
     object_class_property_set_description(oc, "user",
         "User to become once the devices are created (the process must "
         "start as root)");
+    object_class_property_add(oc, "allow-paths", "strList",
+                              remote_machine_get_allow_paths,
+                              remote_machine_set_allow_paths, NULL, NULL);
+    object_class_property_set_description(oc, "allow-paths",
+        "Files and directories the sandboxed process may open besides "
+        "those its block backends opened at startup");
     /* how a main QEMU that attached to us through a socket learns who we are */
     object_class_property_add(oc, "pid", "int", remote_machine_get_pid,
                               NULL, NULL, NULL);

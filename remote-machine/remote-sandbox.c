@@ -1,6 +1,6 @@
 /*
  * The remote process's sandbox, entered once its backends are open: another
- * user, no new privileges, and a seccomp filter against exec, fork and more.
+ * user, no new privileges, Landlock, and seccomp against exec, fork and more.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -124,11 +124,14 @@ static bool remote_sandbox_load_filter(Error **errp)
  * Enter the sandbox: after the backends named on the command line are
  * open (machine creation is done), before any proxy is served.
  */
-bool remote_sandbox_enter(bool enabled, const char *user, Error **errp)
+bool remote_sandbox_enter(bool enabled, const char *user,
+                          strList *allow_paths, Error **errp)
 {
-    if (!enabled && user) {
-        error_setg(errp, "user=%s is part of the sandbox; it cannot go with "
-                   "sandbox=off", user);
+    int ruleset;
+
+    if (!enabled && (user || allow_paths)) {
+        error_setg(errp, "user= and allow-paths= are part of the sandbox; "
+                   "they cannot go with sandbox=off");
         return false;
     }
     if (!enabled) {
@@ -137,16 +140,29 @@ bool remote_sandbox_enter(bool enabled, const char *user, Error **errp)
                     "can; use it for debugging only");
         return true;
     }
-    if (user && !remote_sandbox_drop_user(user, errp)) {
+    /* the paths are looked up while the process may still reach them */
+    ruleset = remote_landlock_prepare(allow_paths, errp);
+    if (ruleset == REMOTE_LANDLOCK_FAILED) {
         return false;
+    }
+    if (user && !remote_sandbox_drop_user(user, errp)) {
+        goto fail;
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
         error_setg_errno(errp, errno, "cannot set no_new_privs");
-        return false;
+        goto fail;
     }
-    if (!remote_sandbox_load_filter(errp)) {
+    /* (closes the ruleset) */
+    if (!remote_landlock_enforce(ruleset, errp) ||
+        !remote_sandbox_load_filter(errp)) {
         return false;
     }
     trace_remote_sandbox_entered(user ?: "");
     return true;
+
+fail:
+    if (ruleset >= 0) {
+        close(ruleset);
+    }
+    return false;
 }

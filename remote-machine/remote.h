@@ -46,6 +46,7 @@ struct RemoteMachineState {
     bool auto_shutdown;
     bool sandbox;
     char *user;
+    strList *allow_paths;
     Notifier machine_done;
 };
 
@@ -118,7 +119,17 @@ void remote_dirty_stop(RemoteMemory *mem);
 void remote_state_handle(PCIDevice *pdev, MPQemuMsg *req, MPQemuMsg *reply);
 
 /* remote-sandbox.c: least privilege for the device models */
-bool remote_sandbox_enter(bool enabled, const char *user, Error **errp);
+bool remote_sandbox_enter(bool enabled, const char *user,
+                          strList *allow_paths, Error **errp);
+
+/*
+ * remote-landlock.c: the files the sandboxed process may still open.
+ * prepare() gives a ruleset to enforce, or one of these:
+ */
+#define REMOTE_LANDLOCK_UNAVAILABLE (-1)    /* the kernel has none */
+#define REMOTE_LANDLOCK_FAILED      (-2)    /* with an error set */
+int remote_landlock_prepare(strList *allow_paths, Error **errp);
+bool remote_landlock_enforce(int ruleset, Error **errp);
 
 /* remote-disks.c: disk images handed over to a migration's destination */
 bool remote_disks_release(PCIDevice *pdev, Error **errp);

@@ -69,6 +69,8 @@ class CrashVM(MainVM):
 
     def spawn_with_virtio_blk(self, rp_id, image, devid, serial, **props):
         """Spawn remote process rp_id serving a modern virtio-blk devid on image."""
+        # (its sandbox is on before the image is named: allow it)
+        props.setdefault("allow-paths", [image])
         info = self.add_remote_process(rp_id, log=self.new_log(rp_id), **props)
         assert remote_qmp(self, rp_id, "blockdev-add", driver="raw", **{"node-name": "v0"},
                           file={"driver": "file", "filename": image}) == {}

@@ -260,8 +260,11 @@ def test_dry_run_plan(workdir, machine):
 
     add0 = index(lambda c, a: c == "x-add-remote-process" and a.get("id") == "rp0")
     add1 = index(lambda c, a: c == "x-add-remote-process" and a.get("id") == "rp1")
+    # (the backends' files, opened after the remote's sandbox is on)
     assert commands[add0][1] == {"id": "rp0", "log": "rp0.log",
-                                 "args": ["-name", f"{workdir}/rp0"]}
+                                 "args": ["-name", f"{workdir}/rp0"],
+                                 "allow-paths": ["nvme.img"]}
+    assert commands[add1][1]["allow-paths"] == ["lsi.img"]
     blk0 = in_remote("rp0", "blockdev-add", **{"node-name": "d0"})
     nvme = in_remote("rp0", "device_add", driver="nvme", id="nvme0", drive="d0",
                      serial=NVME_SERIAL)

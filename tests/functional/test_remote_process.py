@@ -84,6 +84,14 @@ def read_text(path):
         return ""
 
 
+def spawn(vm, rp_id, **props):
+    """x-add-remote-process of a spawned process that may open the images in
+    the VM's directory once sandboxed (its backends come later, through
+    x-remote-qmp)."""
+    props.setdefault("allow-paths", [vm.dir])
+    return vm.add_remote_process(rp_id, **props)
+
+
 def create_remote_nvme(vm, rp_id, image, node, devid, serial, with_blockdev=True):
     """In remote process rp_id: a raw blockdev `node` on image, and an NVMe
     controller `devid` on it, both through x-remote-qmp."""
@@ -167,7 +175,7 @@ def test_spawn_hotplug_unplug_pc(pc_vm):
 
     # -------- spawn
     args = ["-trace", "handle_qmp_command"]
-    info = vm.add_remote_process("rp0", args=args, log=log)
+    info = spawn(vm, "rp0", args=args, log=log)
     check_info(info, "rp0")
     pid = info["pid"]
     assert isinstance(pid, int) and pid > 0
@@ -180,7 +188,8 @@ def test_spawn_hotplug_unplug_pc(pc_vm):
     assert parent_of(pid) == main_pid
     assert os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(vm.qemu)
     argv = cmdline(pid)
-    assert argv[argv.index("-machine") + 1] == "x-remote,auto-shutdown=off", argv
+    assert argv[argv.index("-machine") + 1] == \
+        f"x-remote,auto-shutdown=off,allow-paths.0={vm.dir}", argv
     assert "socket,id=mpqemu-qmp,fd=3" in argv and "chardev=mpqemu-qmp,mode=control" in argv, argv
     assert argv[-len(args):] == args, argv
     assert set(children_of(main_pid)) == {pid}
@@ -244,7 +253,7 @@ def test_replug_right_after_device_deleted(pc_vm):
     from qemu.qmp import ExecuteError
     vm = pc_vm
     image, data = new_disk(vm, "replug")
-    vm.add_remote_process("rp0", log=new_log(vm, "rp0"))
+    spawn(vm, "rp0", log=new_log(vm, "rp0"))
     create_remote_nvme(vm, "rp0", image, "d0", "nvme0", "mpqrpl1")
     assert vm.plug("px0", "rp0", "nvme0") == {}
     guest_reads_pattern(vm, vm.nvme_disk("mpqrpl1"), data, 0, 1)
@@ -269,7 +278,7 @@ def test_twenty_plug_cycles_leak_nothing(pc_vm):
     vm = pc_vm
     image, data = new_disk(vm, "cycles")
     log = new_log(vm, "rp0")
-    info = vm.add_remote_process("rp0", log=log)
+    info = spawn(vm, "rp0", log=log)
     rpid = info["pid"]
     assert remote_qmp(vm, "rp0", "blockdev-add", driver="raw", **{"node-name": "d0"},
                       file={"driver": "file", "filename": image}) == {}
@@ -332,7 +341,7 @@ def test_q35_root_port_hotplug(request):
     request.node.funcargs["vm"] = vm   # logs on failure (conftest)
     try:
         image, data = new_disk(vm, "q35")
-        info = vm.add_remote_process("rq", log=new_log(vm, "rq"))
+        info = spawn(vm, "rq", log=new_log(vm, "rq"))
         check_info(info, "rq")
         create_remote_nvme(vm, "rq", image, "d0", "nvme0", "mpqq35")
         assert vm.plug("px0", "rq", "nvme0", bus="port1") == {}
@@ -398,7 +407,7 @@ class TestErrors:
 
     def test_duplicate_id(self, err_vm):
         vm = err_vm
-        info = vm.add_remote_process("rpD", log=new_log(vm, "rpD"))
+        info = spawn(vm, "rpD", log=new_log(vm, "rpD"))
         pid = info["pid"]
         before = state_snapshot(vm)
         desc = qmp_error(vm, "x-add-remote-process", id="rpD")
@@ -427,7 +436,7 @@ class TestErrors:
         self.unchanged(vm, before, "x-add-remote-process of a missing executable")
         assert vm.events.take("REMOTE_PROCESS_STARTED", id="rpX") == []
         # The id is free again.
-        info = vm.add_remote_process("rpX")
+        info = spawn(vm, "rpX")
         check_info(info, "rpX")
         del_and_check_exit(vm, "rpX", info["pid"])
 
@@ -485,7 +494,7 @@ class TestErrors:
 
     def test_unknown_devid(self, err_vm):
         vm = err_vm
-        info = vm.add_remote_process("rpU", log=new_log(vm, "rpU"))
+        info = spawn(vm, "rpU", log=new_log(vm, "rpU"))
         remote_objects = remote_qom_names(vm, "rpU", "/objects")
         remote_peripherals = remote_qom_names(vm, "rpU", "/machine/peripheral")
         before = state_snapshot(vm)
@@ -502,7 +511,7 @@ class TestErrors:
     def test_del_refused_while_plugged_then_forced(self, err_vm):
         vm = err_vm
         image, data = new_disk(vm, "force")
-        info = vm.add_remote_process("rpF", log=new_log(vm, "rpF"))
+        info = spawn(vm, "rpF", log=new_log(vm, "rpF"))
         pid = info["pid"]
         create_remote_nvme(vm, "rpF", image, "d0", "nvmeF", "mpqforce")
         assert vm.plug("pxF", "rpF", "nvmeF") == {}
@@ -540,7 +549,7 @@ class TestErrors:
 
     def test_remote_error_passthrough(self, err_vm):
         vm = err_vm
-        info = vm.add_remote_process("rpR", log=new_log(vm, "rpR"))
+        info = spawn(vm, "rpR", log=new_log(vm, "rpR"))
         # Return values come back as the remote returned them.
         version = remote_qmp(vm, "rpR", "query-version")
         assert version["qemu"]["major"] == vm.qmp.cmd("query-version")["qemu"]["major"]
@@ -567,7 +576,8 @@ class TestErrors:
 
 
 def attached_remote_args(vm, monitor_args, extra=()):
-    return ([vm.qemu, "-machine", "x-remote,auto-shutdown=off", "-nodefaults",
+    return ([vm.qemu, "-machine", f"x-remote,auto-shutdown=off,allow-paths.0={vm.dir}",
+             "-nodefaults",
              "-display", "none"] + list(monitor_args) + list(extra))
 
 
@@ -690,7 +700,7 @@ def test_attach_by_getfd(pc_vm):
 def test_sigkill_of_spawned_remote(pc_vm):
     vm = pc_vm
     image, data = new_disk(vm, "sigkill")
-    info = vm.add_remote_process("rpK", log=new_log(vm, "rpK"))
+    info = spawn(vm, "rpK", log=new_log(vm, "rpK"))
     pid = info["pid"]
     create_remote_nvme(vm, "rpK", image, "d0", "nvmeK", "mpqkill")
     assert vm.plug("pxK", "rpK", "nvmeK") == {}
@@ -752,8 +762,8 @@ def test_hmp_info_remote_processes(pc_vm):
     vm = pc_vm
     image, _ = new_disk(vm, "hmpinfo")
     assert vm.qmp.cmd("query-remote-processes") == []
-    info = vm.add_remote_process("rpi", log=new_log(vm, "rpi"))
-    idle = vm.add_remote_process("rpj")
+    info = spawn(vm, "rpi", log=new_log(vm, "rpi"))
+    idle = spawn(vm, "rpj")
     create_remote_nvme(vm, "rpi", image, "d0", "nvme0", "mpqhinfo")
     assert vm.plug("px0", "rpi", "nvme0") == {}
     text = hmp(vm, "info remote-processes")
@@ -877,7 +887,7 @@ def test_add_del_cycles_leak_nothing(err_vm):
     vm = err_vm
 
     def cycle(i):
-        info = vm.add_remote_process(f"rpc{i}")
+        info = spawn(vm, f"rpc{i}")
         check_info(info, f"rpc{i}")
         assert remote_qmp(vm, f"rpc{i}", "query-status")["status"]
         del_and_check_exit(vm, f"rpc{i}", info["pid"])
@@ -907,8 +917,8 @@ def test_quit_ends_spawned_processes(pc_vm):
     them while its proxy is plugged); an attached one is left running."""
     vm = pc_vm
     image, _ = new_disk(vm, "quit")
-    a = vm.add_remote_process("rq1", log=new_log(vm, "rq1"))
-    b = vm.add_remote_process("rq2", log=new_log(vm, "rq2"))
+    a = spawn(vm, "rq1", log=new_log(vm, "rq1"))
+    b = spawn(vm, "rq2", log=new_log(vm, "rq2"))
     create_remote_nvme(vm, "rq2", image, "d0", "nvme0", "mpqquit")
     assert vm.plug("px0", "rq2", "nvme0") == {}
     vm.nvme_disk("mpqquit")
@@ -939,7 +949,7 @@ def test_frozen_remote_times_out_and_recovers(pc_vm):
     test_crash.py.)"""
     vm = pc_vm
     image, data = new_disk(vm, "frozen")
-    info = vm.add_remote_process("rpZ", log=new_log(vm, "rpZ"), timeout=1000,
+    info = spawn(vm, "rpZ", log=new_log(vm, "rpZ"), timeout=1000,
                                  **{"heartbeat-interval": 0})
     pid = info["pid"]
     create_remote_nvme(vm, "rpZ", image, "d0", "nvme0", "mpqfrozen")

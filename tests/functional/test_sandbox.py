@@ -6,13 +6,15 @@
     in /proc/PID/status, in every thread, and runs as nobody; its disk
     (opened before it dropped root) works: the guest reads the image's
     pattern and its writes land in the file.  The main QEMU holds no
-    descriptor of the image, the remote does;
+    descriptor of the image; the remote holds it and no other file but its
+    log;
   - test_sandbox_off: sandbox=false leaves the process unfiltered and it
     says so loudly in its log;
   - test_escape_attempts: through a test-only module
     (remote-machine/remote-escape-test.c, device x-remote-escape-test), a
-    sandboxed remote serving the guest's LSI tries to run a program, and
-    another to fork: each is killed by SIGSYS, the main QEMU reports the
+    sandboxed remote serving the guest's LSI tries to open a file it was
+    not given (refused; its own image reopens), to run a program, and
+    another to fork: each of the last two is killed by SIGSYS, the main QEMU reports the
     process exited and its proxy failed, and the guest goes on using a disk
     of another remote. The same attempts succeed with sandbox=false, so it
     is the sandbox that stops them. A DMA write by the device inside the
@@ -73,7 +75,8 @@ def test_spawned_remote_is_sandboxed(vm):
         with open(log, encoding="utf-8") as f:
             assert "needs the process to start as root" in f.read()
         return
-    vm.add_remote_process("rpA", log=vm.new_log("rpA"), args=args, user="nobody")
+    log = vm.new_log("rpA")
+    vm.add_remote_process("rpA", log=log, args=args, user="nobody")
     assert vm.plug("px0", "rpA", devid) == {}
     pid = remote_processes(vm)["rpA"]["pid"]
 
@@ -93,9 +96,13 @@ def test_spawned_remote_is_sandboxed(vm):
     assert file_sha256(image, 8 * MIB, 4 * MIB) == written, \
         "what the guest wrote is not in the image file"
 
-    # Only the remote holds the image; the main QEMU never opened it.
+    # Only the remote holds the image; the main QEMU never opened it. The
+    # remote holds no other file than its image and its log (sockets, guest
+    # RAM's memory files and eventfds aside): nothing inherited.
     assert image in open_files(pid)
     assert image not in open_files(vm.main.pid), open_files(vm.main.pid)
+    files = {f for f in open_files(pid) if f.startswith("/") and not f.startswith("/memfd:")}
+    assert files <= {image, log, "/dev/null"}, files
 
 
 SIGSYS = 31
@@ -144,6 +151,18 @@ def test_escape_attempts(vm):
         assert "refused" in err, err
     assert vm.guest_sha256(dev, 0, DISK_MIB) == hashlib.sha256(data).hexdigest()
 
+    # It opens no file but those named at startup (its image, again) and
+    # those it was allowed (rpK's image, through blockdev-add).
+    err = qmp_error(vm, "x-remote-qmp", id="rpA", command="device_add",
+                    arguments=escape_args("open", path="/etc/passwd"))
+    assert "cannot open /etc/passwd: Permission denied" in err, err
+    assert escape(vm, "rpA", "open", path=image) == {}
+    unlisted, _ = vm.new_disk("unlisted", 44)
+    err = qmp_error(vm, "x-remote-qmp", id="rpA", command="blockdev-add",
+                    arguments={"driver": "file", "filename": unlisted, "node-name": "u0"})
+    assert "Permission denied" in err, err
+    assert remote_qmp(vm, "rpA", "query-status")["status"] == "running"
+
     # Running a program, or forking, kills the remote; nothing else.
     for rp_id, attempt in (("rpA", "execve"), ("rpB", "fork")):
         if rp_id == "rpB":
@@ -164,6 +183,7 @@ def test_escape_attempts(vm):
     # Without the sandbox, the same attempts succeed.
     vm.add_remote_process("rpC", log=vm.new_log("rpC"), sandbox=False)
     assert escape(vm, "rpC", "fork") == {}
+    assert escape(vm, "rpC", "open", path="/etc/passwd") == {}
     assert remote_qmp(vm, "rpC", "query-status")["status"]
     escape_pid = remote_processes(vm)["rpC"]["pid"]
     try:
@@ -186,7 +206,15 @@ def test_sandbox_off(vm):
 
 def test_sandbox_options_refused(vm):
     err = qmp_error(vm, "x-add-remote-process", id="rpA", sandbox=False, user="nobody")
-    assert "user= is part of the sandbox" in err, err
+    assert "are part of the sandbox" in err, err
+    err = qmp_error(vm, "x-add-remote-process", id="rpA", sandbox=False,
+                    **{"allow-paths": [vm.dir]})
+    assert "are part of the sandbox" in err, err
+    log = vm.new_log("rpA")
+    qmp_error(vm, "x-add-remote-process", id="rpA", log=log,
+              **{"allow-paths": ["/nonexistent/mpqemu"]})
+    with open(log, encoding="utf-8") as f:
+        assert "cannot allow /nonexistent/mpqemu" in f.read()
     err = qmp_error(vm, "x-add-remote-process", id="rpA", socket="/nonexistent",
                     user="nobody")
     assert "for a process it spawns" in err, err
