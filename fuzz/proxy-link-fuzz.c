@@ -230,7 +230,7 @@ static void ring_op(FuzzProxy *p, const FuzzRecord *rec)
             return;
         }
         set_hints(link, op);
-        if (!proxy_ring_setup(link, &err)) {
+        if (!proxy_ring_setup(link, true, &err)) {
             error_free(err);
         }
         return;

@@ -307,7 +307,7 @@ static uint64_t proxy_wanted_features(PCIProxyDev *dev)
     if (!dev->use_ring) {
         return always;
     }
-    return always | MPQEMU_FEATURE_RING |
+    return always | MPQEMU_FEATURE_RING | MPQEMU_FEATURE_RING_INTX |
            (dev->use_posted_writes ? MPQEMU_FEATURE_POSTED_WRITES : 0) |
            (dev->use_shadow ? MPQEMU_FEATURE_SHADOW : 0) |
            (dev->use_ioeventfd ? MPQEMU_FEATURE_IOEVENTFD : 0);
@@ -695,7 +695,9 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
         Error *err = NULL;
 
         /* the socket remains, and serves BAR accesses if this fails */
-        if (!proxy_ring_setup(&dev->link, &err)) {
+        if (!proxy_ring_setup(&dev->link,
+                              dev->features & MPQEMU_FEATURE_RING_INTX,
+                              &err)) {
             warn_reportf_err(err, "x-pci-proxy-dev %s: BAR accesses go "
                              "through the socket: ", proxy_name(dev));
             dev->features &= ~MPQEMU_FEATURES_RING_BASED;

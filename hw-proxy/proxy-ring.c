@@ -22,8 +22,10 @@
 
 /* How long a vCPU polls the ring for its answer before it sleeps */
 #define PROXY_RING_POLL_NS      (50 * SCALE_US)
+/* ... with the CPU to itself for this long, then yielding between looks */
+#define PROXY_RING_SPIN_NS      (5 * SCALE_US)
 
-bool proxy_ring_setup(ProxyLink *link, Error **errp)
+bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
 {
     size_t size = MPQEMU_RING_SIZE + ROUND_UP(link->shadow_size,
                                               qemu_real_host_page_size());
@@ -66,6 +68,7 @@ bool proxy_ring_setup(ProxyLink *link, Error **errp)
     link->posted_errors = 0;
     link->ring_kick_fd = kick_fd;
     link->ring_done_fd = done_fd;
+    link->ring_intx = intx_in_answers;
     qemu_mutex_unlock(&link->lock);
     return true;
 
@@ -110,7 +113,7 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
             break;
         }
         /* Most answers come at once; a slow one needs our CPU, maybe */
-        if (waited < MPQEMU_RING_SPIN_NS) {
+        if (waited < PROXY_RING_SPIN_NS) {
             cpu_relax();
         } else {
             sched_yield();
@@ -259,6 +262,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
     Error *err = NULL;
     uint32_t notify_seq;
+    uint8_t intx;
     int status;
 
     if (!write && link->nr_hints &&
@@ -277,6 +281,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     qatomic_set(&e->region, region);
     qatomic_set(&e->size, size);
     qatomic_set(&e->flags, posted ? MPQEMU_RING_POSTED : 0);
+    qatomic_set(&e->intx, 0);
     qatomic_set(&e->offset, offset);
     qatomic_set(&e->value, *value);
     qatomic_store_release(&ring->req_seq, seq);
@@ -295,6 +300,18 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     status = qatomic_read(&e->status);
     notify_seq = qatomic_read(&e->notify_seq);
     *value = qatomic_read(&e->value);
+    intx = qatomic_read(&e->intx);
+    if (intx && (!link->ring_intx || !(intx & MPQEMU_RING_INTX_CHANGED) ||
+                 (intx & ~(MPQEMU_RING_INTX_CHANGED |
+                           MPQEMU_RING_INTX_LEVEL)))) {
+        error_setg(&err, "the remote process answered a BAR access with "
+                   "INTx state 0x%x%s", intx, link->ring_intx ? "" :
+                   ", which was not negotiated");
+        proxy_link_break_locked(link, REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL,
+                                err);
+        error_setg(errp, "%s (waiting for a BAR access)", link->broken);
+        return false;
+    }
     while (mpqemu_seq_before(link->notify_count, notify_seq)) {
         int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
 
@@ -309,6 +326,10 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
             error_setg(errp, "%s (waiting for a BAR access)", link->broken);
             return false;
         }
+    }
+    /* after the notifications sent before it, applied in the same way */
+    if (intx) {
+        proxy_link_queue_intx_locked(link, intx & MPQEMU_RING_INTX_LEVEL);
     }
     proxy_ring_check_posted_errors(link);
     if (status < 0) {

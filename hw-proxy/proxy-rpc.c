@@ -217,6 +217,19 @@ static void proxy_link_queue_locked(ProxyLink *link, const MPQemuMsg *msg)
 }
 
 /*
+ * With the link lock: an INTx level a ring answer carried, applied as if it
+ * had come on the socket, but not counted: the remote did not send it there
+ */
+void proxy_link_queue_intx_locked(ProxyLink *link, bool level)
+{
+    MPQemuMsg msg;
+
+    mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+    msg.u.set_irq.level = cpu_to_le32(level);
+    g_array_append_val(link->events, msg);
+}
+
+/*
  * With the link lock: take the notifications that are waiting on the
  * socket, without waiting (@timeout_ms 0) or until one more has arrived.
  * False once the link is broken.

@@ -43,6 +43,7 @@ typedef struct ProxyLink {
     uint32_t posted_errors; /* refused posted writes already reported */
     int ring_kick_fd;       /* wakes the remote */
     int ring_done_fd;       /* wakes us */
+    bool ring_intx;         /* answers carry INTx changes: RING_INTX */
     /* how the device wants its registers treated, checked at setup */
     MPQemuAccessHint hints[MPQEMU_MAX_HINTS];
     uint32_t nr_hints;
@@ -62,12 +63,13 @@ void proxy_link_close(ProxyLink *link);
 void proxy_link_break(ProxyLink *link, RemoteDeviceFailureCause cause,
                       Error *err);
 /* For proxy-ring.c, with the link lock held */
+void proxy_link_queue_intx_locked(ProxyLink *link, bool level);
 void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
                              Error *err);
 bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);
 
 /* proxy-ring.c */
-bool proxy_ring_setup(ProxyLink *link, Error **errp);
+bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp);
 void proxy_ring_close(ProxyLink *link);
 bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
                               uint64_t offset, uint8_t size, uint64_t *value,

@@ -58,6 +58,8 @@ struct RemoteObject {
     uint32_t nr_hints;
     uint32_t shadow_size;
     uint32_t notify_count;      /* notifications sent on this connection */
+    bool ring_answering;        /* serving a ring access the proxy awaits */
+    int ring_intx;              /* the INTx level set meanwhile, or -1 */
     RemoteMemory memory;
     Notifier machine_done;
 };
@@ -103,6 +105,7 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     mpqemu_recv_state_reset(&o->rx);
     o->hello_done = false;
     o->features = 0;
+    o->ring_answering = false;
     o->nr_hints = 0;
     o->shadow_size = 0;
     if (o->doorbells) {
@@ -158,9 +161,33 @@ uint32_t remote_object_notify_count(RemoteObject *o)
     return o->notify_count;
 }
 
+/*
+ * The ring is about to serve an access the proxy waits for: with RING_INTX,
+ * the answer will carry what the device does with its INTx line meanwhile.
+ */
+void remote_object_ring_answer_begin(RemoteObject *o)
+{
+    o->ring_answering = o->features & MPQEMU_FEATURE_RING_INTX;
+    o->ring_intx = -1;
+}
+
+/* ... and has served it: the INTx level for the answer, or -1 if unchanged */
+int remote_object_ring_answer_end(RemoteObject *o)
+{
+    o->ring_answering = false;
+    return o->ring_intx;
+}
+
 void remote_object_set_irq(RemoteObject *o, int level)
 {
     MPQemuMsg msg;
+
+    if (o->ring_answering && o->ring) {
+        /* nobody needs waking: the proxy waits for the answer anyway */
+        o->ring_intx = !!level;
+        remote_ring_shadow_stale(o->ring);
+        return;
+    }
 
     mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
     msg.u.set_irq.level = cpu_to_le32(level);
@@ -424,7 +451,7 @@ static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
                                       : "the ring was not negotiated");
         return;
     }
-    o->ring = remote_ring_start(o, o->devid, req, o->hints, o->nr_hints,
+    o->ring = remote_ring_start(o, o->fd, req, o->hints, o->nr_hints,
                                 o->shadow_size, &err);
     if (!o->ring) {
         mpqemu_msg_init_error(reply, req, -EINVAL, "%s",

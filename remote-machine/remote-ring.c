@@ -1,9 +1,10 @@
 /*
- * Remote side of the shared-memory ring: a thread serves the BAR accesses
- * the proxy queues, keeps the shadow copy of side-effect-free registers,
- * and passes doorbell eventfds on to the device once the ring is drained.
- * It polls while the device is busy (for a window that adapts to the gaps
- * between requests) and sleeps while it is idle.
+ * Remote side of the shared-memory ring: the main loop serves the BAR accesses
+ * the proxy queues, keeps the shadow copy of side-effect-free registers, and
+ * passes doorbell eventfds on to the device once the ring is drained. While
+ * a device is busy the main loop polls its ring (and the completions of the
+ * block layer) instead of sleeping, for a window that adapts to the gaps
+ * between requests; while all are idle it sleeps as usual.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -12,8 +13,7 @@
 #include "qapi/error.h"
 #include "qemu/atomic.h"
 #include "qemu/main-loop.h"
-#include "qemu/rcu.h"
-#include "qemu/thread.h"
+#include "block/aio.h"
 #include "qemu/sockets.h"
 #include "qemu/bswap.h"
 #include "mpqemu/socket.h"
@@ -23,26 +23,37 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <poll.h>
 
 /*
- * How long the thread keeps polling after a request before it sleeps: a
- * window that adapts to the gaps between requests. A request that comes
- * after the window closed, but not long after, widens it (it would have
+ * How long the main loop keeps polling a ring after a request before it
+ * sleeps: a window that adapts to the gaps between requests. A request that
+ * comes after the window closed, but not long after, widens it (it would have
  * saved a wake-up); a gap longer than the widest window narrows it.
  */
 #define REMOTE_RING_POLL_MIN_NS     (50 * SCALE_US)
 #define REMOTE_RING_POLL_START_NS   (200 * SCALE_US)
 #define REMOTE_RING_POLL_MAX_NS     (1000 * SCALE_US)
-/* While polling, how many spins between looks at the doorbells */
-#define REMOTE_RING_SPINS_PER_EPOLL 16
+/*
+ * Polling happens in stretches of at most this long, each followed by one
+ * pass of the main loop that does not wait (timers, QMP, other devices).
+ */
+#define REMOTE_RING_STRETCH_NS      (200 * SCALE_US)
+/*
+ * How long the main loop polls with the CPU to itself after it found work;
+ * after that it yields between looks. Shorter than the proxy's spin: here
+ * the same thread also runs the device, whose I/O threads and the vCPU
+ * need the CPU more than a poll does.
+ */
+#define REMOTE_RING_SPIN_NS         (1 * SCALE_US)
+/* While polling, how many spins between looks at the doorbells and socket */
+#define REMOTE_RING_SPINS_PER_LOOK  16
 
-/* epoll data of the thread's own descriptors; doorbells use their id */
-#define RING_EPOLL_KICK         0
-#define RING_EPOLL_STOP         1
-#define RING_EPOLL_DOORBELL(id) ((uint64_t)(id) + 2)
+/* epoll data of the doorbells: their id */
+#define RING_EPOLL_DOORBELL(id) ((uint64_t)(id))
 
 struct RemoteRing {
-    RemoteObject *owner;        /* only touched with the BQL, unless stopped */
+    RemoteObject *owner;
     MPQemuRing *ring;
     size_t size;
     MPQemuAccessHint hint[MPQEMU_MAX_HINTS];    /* host order, shadows only */
@@ -51,18 +62,30 @@ struct RemoteRing {
     uint32_t served;            /* the last request answered */
     int kick_fd;
     int done_fd;
-    int stop_fd;
-    int epoll_fd;
-    bool stop;                  /* set with the BQL; the thread then leaves */
-    QemuThread thread;
+    int epoll_fd;               /* the doorbells' relays */
+    int socket_fd;              /* the proxy's connection */
+    int64_t poll_ns;            /* the polling window, adapted */
+    int64_t last_served;
+    int64_t busy_until;         /* poll until then */
+    bool stopped;               /* freed by a bottom half, out of any loop */
+    QLIST_ENTRY(RemoteRing) next;
 };
 
-static void remote_ring_free(RemoteRing *rr)
+/* Every ring of this process; the main loop serves them all */
+static QLIST_HEAD(, RemoteRing) remote_rings =
+    QLIST_HEAD_INITIALIZER(remote_rings);
+static Notifier remote_rings_poll_notifier;
+static bool remote_rings_polling;
+/* A doorbell was passed on: its device's handler runs in the main loop */
+static bool remote_rings_pass_wanted;
+
+static void remote_ring_free(void *opaque)
 {
+    RemoteRing *rr = opaque;
+
     munmap(rr->ring, rr->size);
     close(rr->kick_fd);
     close(rr->done_fd);
-    close(rr->stop_fd);
     close(rr->epoll_fd);
     g_free(rr);
 }
@@ -125,8 +148,9 @@ static void remote_ring_serve_entry(RemoteRing *rr, uint32_t seq)
     uint8_t flags = qatomic_read(&e->flags);
     uint64_t offset = qatomic_read(&e->offset);
     uint64_t value = qatomic_read(&e->value);
+    bool awaited = !(flags & MPQEMU_RING_POSTED);
     bool shadowed = false;
-    int status;
+    int status, intx = -1;
 
     if (cmd == MPQEMU_CMD_BAR_READ || cmd == MPQEMU_CMD_BAR_WRITE) {
         bool write = cmd == MPQEMU_CMD_BAR_WRITE;
@@ -135,8 +159,14 @@ static void remote_ring_serve_entry(RemoteRing *rr, uint32_t seq)
         if (!shadowed) {
             remote_ring_shadow_stale(rr);
         }
+        if (awaited) {
+            remote_object_ring_answer_begin(rr->owner);
+        }
         status = remote_object_bar_access(rr->owner, write, region, offset,
                                           size, &value, NULL);
+        if (awaited) {
+            intx = remote_object_ring_answer_end(rr->owner);
+        }
         if (shadowed && (rr->shadow_gen & 1)) {
             remote_ring_shadow_refresh(rr);
         }
@@ -149,6 +179,7 @@ static void remote_ring_serve_entry(RemoteRing *rr, uint32_t seq)
     trace_remote_ring_serve(seq, cmd, flags, status);
     qatomic_set(&e->value, value);
     qatomic_set(&e->status, status);
+    qatomic_set(&e->intx, intx < 0 ? 0 : MPQEMU_RING_INTX_CHANGED | intx);
     qatomic_set(&e->notify_seq, remote_object_notify_count(rr->owner));
 }
 
@@ -183,98 +214,177 @@ static void remote_ring_adapt(int64_t *poll_ns, int64_t gap_ns)
     trace_remote_ring_poll_window(gap_ns, *poll_ns);
 }
 
-static void *remote_ring_thread(void *opaque)
+/* With the BQL: serve what the proxy queued, if anything; true if it did */
+static bool remote_ring_serve(RemoteRing *rr)
 {
-    RemoteRing *rr = opaque;
-    MPQemuRing *ring = rr->ring;
-    int64_t poll_ns = REMOTE_RING_POLL_START_NS;
-    int64_t last_served = 0, busy_until = 0;
-    unsigned spins = 0;
-
-    rcu_register_thread();
-    while (!qatomic_read(&rr->stop)) {
-        struct epoll_event ev[8];
-        uint32_t rang[ARRAY_SIZE(ev)];
-        unsigned nr_rang = 0;
-        int timeout = 0, n;
-
-        if (qatomic_load_acquire(&ring->req_seq) == rr->served) {
-            if (get_clock() < busy_until &&
-                ++spins % REMOTE_RING_SPINS_PER_EPOLL) {
-                /*
-                 * Poll, but soon give the CPU to whoever else wants it: on
-                 * a host with few CPUs, the device's own I/O threads and
-                 * the vCPU need it more than a thread that waits.
-                 */
-                if (get_clock() - last_served < MPQEMU_RING_SPIN_NS) {
-                    cpu_relax();
-                } else {
-                    sched_yield();
-                }
-                continue;
-            }
-            if (get_clock() >= busy_until) {
-                /* Idle: sleep, unless a request came while saying so */
-                qatomic_set(&ring->remote_sleeping, 1);
-                smp_mb();
-                if (qatomic_load_acquire(&ring->req_seq) == rr->served) {
-                    timeout = -1;
-                }
-            }
-            n = epoll_wait(rr->epoll_fd, ev, ARRAY_SIZE(ev), timeout);
-            qatomic_set(&ring->remote_sleeping, 0);
-            for (int i = 0; i < n; i++) {
-                eventfd_t ignored;
-
-                if (ev[i].data.u64 == RING_EPOLL_KICK) {
-                    eventfd_read(rr->kick_fd, &ignored);
-                } else if (ev[i].data.u64 >= RING_EPOLL_DOORBELL(0)) {
-                    rang[nr_rang++] = ev[i].data.u64 - RING_EPOLL_DOORBELL(0);
-                }
-            }
-            if (!nr_rang &&
-                qatomic_load_acquire(&ring->req_seq) == rr->served) {
-                continue;
-            }
-        }
-
-        remote_ring_adapt(&poll_ns, get_clock() - last_served);
-        bql_lock();
-        if (rr->stop) {
-            bql_unlock();
-            break;
-        }
-        /* A doorbell reaches the device after the accesses before it */
-        remote_ring_serve_locked(rr);
-        for (unsigned i = 0; i < nr_rang; i++) {
-            remote_object_doorbell_rang(rr->owner, rang[i]);
-        }
-        bql_unlock();
-        last_served = get_clock();
-        busy_until = last_served + poll_ns;
+    if (rr->stopped ||
+        qatomic_load_acquire(&rr->ring->req_seq) == rr->served) {
+        return false;
     }
-    rcu_unregister_thread();
-    remote_ring_free(rr);
-    return NULL;
-}
-
-static bool remote_ring_epoll_add(RemoteRing *rr, int fd, uint64_t data,
-                                  uint32_t events)
-{
-    struct epoll_event ev = { .events = events, .data.u64 = data };
-
-    return epoll_ctl(rr->epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
+    remote_ring_adapt(&rr->poll_ns, get_clock() - rr->last_served);
+    remote_ring_serve_locked(rr);
+    rr->last_served = get_clock();
+    rr->busy_until = rr->last_served + rr->poll_ns;
+    return true;
 }
 
 /*
- * With the BQL: wake the thread when @fd (a doorbell's eventfd) is
- * signalled. Edge-triggered: the thread never reads it, so a descriptor
- * number that is closed and reused meanwhile is never drained by mistake.
+ * With the BQL: pass on the doorbells the proxy rang, after the accesses it
+ * queued before them. True if there were any.
+ */
+static bool remote_ring_take_doorbells(RemoteRing *rr)
+{
+    struct epoll_event ev[8];
+    int n;
+
+    if (rr->stopped) {
+        return false;
+    }
+    n = epoll_wait(rr->epoll_fd, ev, ARRAY_SIZE(ev), 0);
+    if (n <= 0) {
+        return false;
+    }
+    remote_ring_serve(rr);
+    remote_rings_pass_wanted = true;
+    for (int i = 0; i < n && !rr->stopped; i++) {
+        remote_object_doorbell_rang(rr->owner,
+                                    ev[i].data.u64 - RING_EPOLL_DOORBELL(0));
+    }
+    rr->last_served = get_clock();
+    rr->busy_until = rr->last_served + rr->poll_ns;
+    return true;
+}
+
+/* Whether the proxy sent something on the socket: the main loop's to read */
+static bool remote_ring_socket_readable(RemoteRing *rr)
+{
+    struct pollfd pfd = { .fd = rr->socket_fd, .events = POLLIN };
+
+    return !rr->stopped && poll(&pfd, 1, 0) > 0;
+}
+
+/* The proxy kicked a sleeping ring */
+static void remote_ring_kicked(void *opaque)
+{
+    RemoteRing *rr = opaque;
+    eventfd_t ignored;
+
+    eventfd_read(rr->kick_fd, &ignored);
+    qatomic_set(&rr->ring->remote_sleeping, 0);
+    remote_ring_serve(rr);
+}
+
+/* A doorbell rang while the main loop slept */
+static void remote_ring_doorbell_readable(void *opaque)
+{
+    RemoteRing *rr = opaque;
+
+    qatomic_set(&rr->ring->remote_sleeping, 0);
+    remote_ring_take_doorbells(rr);
+}
+
+/*
+ * With the BQL, before the main loop waits: poll the rings while any is
+ * busy, for one stretch, then let the main loop make one pass without
+ * waiting. The block layer's completions are bottom halves of the main
+ * AioContext: while polling, they are run here at once, rather than
+ * waking a main loop that would sleep.
+ */
+static void remote_rings_poll(Notifier *notifier, void *data)
+{
+    MainLoopPoll *mlpoll = data;
+    AioContext *main_ctx = qemu_get_aio_context();
+    int64_t now = get_clock(), stretch_end = now + REMOTE_RING_STRETCH_NS;
+    int64_t last_work = now;
+    unsigned spins = 0;
+    RemoteRing *rr, *next_rr;
+
+    if (mlpoll->state != MAIN_LOOP_POLL_FILL) {
+        return;
+    }
+    for (;;) {
+        bool busy = false, worked = false, look = false, socket = false;
+
+        if (remote_rings_pass_wanted) {
+            /* the main loop runs the doorbell's handler, then we go on */
+            remote_rings_pass_wanted = false;
+            mlpoll->timeout = 0;
+            return;
+        }
+
+        QLIST_FOREACH_SAFE(rr, &remote_rings, next, next_rr) {
+            worked |= remote_ring_serve(rr);
+        }
+        if (++spins % REMOTE_RING_SPINS_PER_LOOK == 0) {
+            look = true;
+            QLIST_FOREACH_SAFE(rr, &remote_rings, next, next_rr) {
+                worked |= remote_ring_take_doorbells(rr);
+                socket |= remote_ring_socket_readable(rr);
+            }
+        }
+        /*
+         * A completion; now and then also the main AioContext's descriptors:
+         * the device's own doorbell notifiers, which a write or a relay may
+         * have signalled, and the block layer's completion descriptors.
+         */
+        if (qatomic_read(&main_ctx->notified) || look) {
+            aio_poll(main_ctx, false);
+        }
+        now = get_clock();
+        if (worked) {
+            last_work = now;
+        }
+        QLIST_FOREACH(rr, &remote_rings, next) {
+            busy |= now < rr->busy_until;
+        }
+        if (!busy) {
+            break;
+        }
+        if (socket || now >= stretch_end) {
+            /* back soon: after the main loop had a look at its descriptors */
+            mlpoll->timeout = 0;
+            return;
+        }
+        if (!remote_rings_polling) {
+            remote_rings_polling = true;
+            QLIST_FOREACH(rr, &remote_rings, next) {
+                qatomic_set(&rr->ring->remote_sleeping, 0);
+            }
+        }
+        /* Most requests come at once; then let others have the CPU */
+        if (now - last_work < REMOTE_RING_SPIN_NS) {
+            cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
+
+    /* Idle: sleep, unless a request came while saying so */
+    remote_rings_polling = false;
+    QLIST_FOREACH(rr, &remote_rings, next) {
+        qatomic_set(&rr->ring->remote_sleeping, 1);
+    }
+    smp_mb();
+    QLIST_FOREACH_SAFE(rr, &remote_rings, next, next_rr) {
+        if (remote_ring_serve(rr)) {
+            mlpoll->timeout = 0;
+        }
+    }
+}
+
+/*
+ * With the BQL: serve the ring when @fd (a doorbell's eventfd) is signalled.
+ * Edge-triggered: nobody here reads it, so a descriptor number that is
+ * closed and reused meanwhile is never drained by mistake.
  */
 bool remote_ring_watch(RemoteRing *rr, int fd, uint32_t id)
 {
-    return remote_ring_epoll_add(rr, fd, RING_EPOLL_DOORBELL(id),
-                                 EPOLLIN | EPOLLET);
+    struct epoll_event ev = {
+        .events = EPOLLIN | EPOLLET,
+        .data.u64 = RING_EPOLL_DOORBELL(id),
+    };
+
+    return epoll_ctl(rr->epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
 }
 
 void remote_ring_unwatch(RemoteRing *rr, int fd)
@@ -282,16 +392,21 @@ void remote_ring_unwatch(RemoteRing *rr, int fd)
     epoll_ctl(rr->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
 }
 
-RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
+/*
+ * With the BQL: map the ring the proxy set up with @req and serve it from
+ * the main loop. @socket_fd is the proxy's connection: the main loop stops
+ * polling as soon as the proxy sends something there.
+ */
+RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
                               MPQemuMsg *req, const MPQemuAccessHint *hints,
                               uint32_t nr_hints, uint32_t shadow_size,
                               Error **errp)
 {
     uint32_t size = le32_to_cpu(req->u.ring_setup.size);
-    g_autofree char *thread_name = g_strdup_printf("ring-%s", name);
     RemoteRing *rr;
     struct stat st;
     void *map;
+    int epoll_fd;
 
     /* A memfd that cannot shrink under us (which would kill us by SIGBUS) */
     if (size < MPQEMU_RING_SIZE + shadow_size ||
@@ -311,10 +426,16 @@ RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
                    "eventfds");
         return NULL;
     }
+    epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd < 0) {
+        error_setg_errno(errp, errno, "cannot watch the ring's doorbells");
+        return NULL;
+    }
     map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, req->fds[0],
                0);
     if (map == MAP_FAILED) {
         error_setg_errno(errp, errno, "cannot map the ring");
+        close(epoll_fd);
         return NULL;
     }
 
@@ -332,38 +453,37 @@ RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
     qatomic_set(&rr->ring->shadow_gen, rr->shadow_gen);
     /* Requests count from here: the proxy may send one as soon as we reply */
     rr->served = qatomic_load_acquire(&rr->ring->req_seq);
-    rr->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    rr->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    rr->kick_fd = req->fds[1];
-    if (rr->stop_fd < 0 || rr->epoll_fd < 0 ||
-        !remote_ring_epoll_add(rr, rr->kick_fd, RING_EPOLL_KICK, EPOLLIN) ||
-        !remote_ring_epoll_add(rr, rr->stop_fd, RING_EPOLL_STOP, EPOLLIN)) {
-        error_setg_errno(errp, errno, "cannot set up the ring's thread");
-        if (rr->stop_fd >= 0) {
-            close(rr->stop_fd);
-        }
-        if (rr->epoll_fd >= 0) {
-            close(rr->epoll_fd);
-        }
-        munmap(map, size);
-        g_free(rr);
-        return NULL;
-    }
-    /* The memory stays mapped; the eventfds are the thread's from now on */
+    rr->poll_ns = REMOTE_RING_POLL_START_NS;
+    rr->epoll_fd = epoll_fd;
+    rr->socket_fd = socket_fd;
+    /* The memory stays mapped; the eventfds are the ring's from now on */
     close(req->fds[0]);
+    rr->kick_fd = req->fds[1];
     rr->done_fd = req->fds[2];
     req->hdr.num_fds = 0;
     qemu_socket_set_nonblock(rr->kick_fd);
+    qatomic_set(&rr->ring->remote_sleeping, !remote_rings_polling);
 
-    qemu_thread_create(&rr->thread, thread_name, remote_ring_thread, rr,
-                       QEMU_THREAD_DETACHED);
+    qemu_set_fd_handler(rr->kick_fd, remote_ring_kicked, NULL, rr);
+    qemu_set_fd_handler(rr->epoll_fd, remote_ring_doorbell_readable, NULL, rr);
+    if (!remote_rings_poll_notifier.notify) {
+        remote_rings_poll_notifier.notify = remote_rings_poll;
+        main_loop_poll_add_notifier(&remote_rings_poll_notifier);
+    }
+    QLIST_INSERT_HEAD(&remote_rings, rr, next);
     return rr;
 }
 
+/*
+ * With the BQL: stop serving the ring. It may be in the middle of serving a
+ * request (one that ended the connection): it is freed once out of that.
+ */
 void remote_ring_stop(RemoteRing *rr)
 {
     assert(bql_locked());
-    /* Wake it first: once it sees stop, it frees @rr and is gone */
-    eventfd_write(rr->stop_fd, 1);
-    qatomic_set(&rr->stop, true);
+    qemu_set_fd_handler(rr->kick_fd, NULL, NULL, NULL);
+    qemu_set_fd_handler(rr->epoll_fd, NULL, NULL, NULL);
+    QLIST_REMOVE(rr, next);
+    rr->stopped = true;
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), remote_ring_free, rr);
 }

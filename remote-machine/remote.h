@@ -89,7 +89,7 @@ void remote_memory_destroy(RemoteMemory *mem);
 
 /* remote-ring.c: BAR accesses through shared memory */
 typedef struct RemoteRing RemoteRing;
-RemoteRing *remote_ring_start(RemoteObject *owner, const char *name,
+RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
                               MPQemuMsg *req, const MPQemuAccessHint *hints,
                               uint32_t nr_hints, uint32_t shadow_size,
                               Error **errp);
@@ -149,6 +149,8 @@ int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
                              Error **errp);
 uint32_t remote_object_notify_count(RemoteObject *o);
 void remote_object_set_irq(RemoteObject *o, int level);
+void remote_object_ring_answer_begin(RemoteObject *o);
+int remote_object_ring_answer_end(RemoteObject *o);
 void remote_object_send_msi(RemoteObject *o, MSIMessage msg);
 void remote_object_send_doorbell(RemoteObject *o, bool add, uint8_t region,
                                  uint64_t offset, uint8_t size,

@@ -72,16 +72,23 @@ typedef struct QEMU_PACKED MPQemuHello {
 #define MPQEMU_FEATURE_RUN_STATE (1ULL << 4)
 /* The device migrates: DEVICE_STATE and DIRTY_LOG */
 #define MPQEMU_FEATURE_MIGRATION (1ULL << 5)
+/*
+ * With the ring: the answer to a waited-for access carries the INTx level the
+ * device set while serving it, instead of a SET_IRQ on the socket
+ */
+#define MPQEMU_FEATURE_RING_INTX (1ULL << 6)
 #define MPQEMU_FEATURES_KNOWN   (MPQEMU_FEATURE_RING | \
                                  MPQEMU_FEATURE_POSTED_WRITES | \
                                  MPQEMU_FEATURE_SHADOW | \
                                  MPQEMU_FEATURE_IOEVENTFD | \
                                  MPQEMU_FEATURE_RUN_STATE | \
-                                 MPQEMU_FEATURE_MIGRATION)
+                                 MPQEMU_FEATURE_MIGRATION | \
+                                 MPQEMU_FEATURE_RING_INTX)
 /* The features that only work on top of the ring */
 #define MPQEMU_FEATURES_RING_BASED (MPQEMU_FEATURE_POSTED_WRITES | \
                                     MPQEMU_FEATURE_SHADOW | \
-                                    MPQEMU_FEATURE_IOEVENTFD)
+                                    MPQEMU_FEATURE_IOEVENTFD | \
+                                    MPQEMU_FEATURE_RING_INTX)
 
 /* MPQEMU_CMD_DEVICE_INFO reply: what the proxy needs to impersonate the device */
 #define MPQEMU_NUM_REGIONS      7   /* six BARs and the expansion ROM */

@@ -21,7 +21,8 @@
  *        eventfd. Before a request on the socket it waits for the ring to
  *        drain, so the remote sees accesses in the guest's order.
  * Remote: serve every entry up to req_seq, in order, fill in each one's
- *        result, then set resp_seq; if proxy_sleeping, signal done. Poll a
+ *        result (with RING_INTX: and the INTx level it set meanwhile), then
+ *        set resp_seq; if proxy_sleeping, signal done. Poll a
  *        while after each batch, then set remote_sleeping, check again and
  *        sleep on the kick eventfd. A posted write it refuses is counted in
  *        posted_errors, since nobody waits for its status.
@@ -36,6 +37,14 @@
  */
 #define MPQEMU_RING_ENTRIES     64
 #define MPQEMU_RING_POSTED      (1u << 0)   /* entry flag: nobody waits */
+/*
+ * With MPQEMU_FEATURE_RING_INTX, the answer to an access that is not posted
+ * says in intx whether the device changed its INTx line while serving it
+ * (CHANGED, with the level it left it at in bit 0); such a change is not
+ * sent on the socket. The proxy sets intx to 0 when it queues the request.
+ */
+#define MPQEMU_RING_INTX_CHANGED    (1u << 7)
+#define MPQEMU_RING_INTX_LEVEL      (1u << 0)
 
 typedef struct MPQemuRingEntry {
     /* request */
@@ -43,7 +52,7 @@ typedef struct MPQemuRingEntry {
     uint8_t region;
     uint8_t size;
     uint8_t flags;              /* MPQEMU_RING_POSTED */
-    uint8_t reserved;
+    uint8_t intx;               /* response: MPQEMU_RING_INTX_*, or 0 */
     uint64_t offset;
     uint64_t value;             /* the value to write; the value read */
     /* response */
@@ -63,12 +72,6 @@ typedef struct MPQemuRing {
 } MPQemuRing;
 
 #define MPQEMU_RING_SIZE        4096    /* the ring page; the shadow follows */
-
-/*
- * Both sides poll the ring with the CPU to themselves for this long after
- * their last look found work; then they poll yielding the CPU between looks.
- */
-#define MPQEMU_RING_SPIN_NS     (5 * SCALE_US)
 
 QEMU_BUILD_BUG_ON(sizeof(MPQemuRingEntry) != 32);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuRing) > MPQEMU_RING_SIZE);

@@ -1038,12 +1038,13 @@ static void test_remote_bad_flags(void)
 #define LSI_DSTAT_ABRT          0x10
 #define LSI_ISTAT0_ABRT         0x80
 
-/* The name the remote gives its ring thread (with -name debug-threads=on) */
-#define RING_THREAD_PREFIX      "ring-"
+/* The name of the test's ring memfds, as the remote's mappings show it */
+#define RING_MEMFD_NAME         "protocol-test-ring"
 
 /* What a test puts in the response fields, to tell an answer from none */
 #define RING_STATUS_UNSET       0x7eadbeef
 #define RING_VALUE_UNSET        0xdeadbeefdeadbeefULL
+#define RING_INTX_UNSET         0x7f    /* not a state the remote may answer */
 
 /* The proxy's end of a ring: the memory and the two eventfds it created */
 typedef struct TestRing {
@@ -1062,7 +1063,7 @@ static void test_ring_init(TestRing *t, size_t file_size)
 
     memset(t, 0, sizeof(*t));
     /* sealed against resizing, as the protocol requires */
-    t->mem_fd = qemu_memfd_create("protocol-test-ring", file_size, false, 0,
+    t->mem_fd = qemu_memfd_create(RING_MEMFD_NAME, file_size, false, 0,
                                   F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
                                   &error_abort);
     g_assert_cmpint(t->mem_fd, >=, 0);
@@ -1113,8 +1114,8 @@ static void remote_ring_setup_raw(Remote *r, TestRing *t)
 }
 
 /*
- * The same, then wait until the remote's ring thread runs and has gone to
- * sleep: a request put in the ring before that thread starts may be
+ * The same, then wait until the remote serves the ring and has gone to
+ * sleep: a request put in the ring before the remote serves it may be
  * skipped (see test_remote_ring_first_request()), which the other ring
  * tests must not trip over.
  */
@@ -1161,7 +1162,7 @@ static uint64_t remote_hello_features(Remote *r, uint64_t features)
     return le64_to_cpu(reply.u.hello.features);
 }
 
-/* A remote whose threads carry names, so that its ring thread can be found */
+/* A remote whose threads carry names */
 static void remote_start_named(Remote *r)
 {
     remote_start_dev(r, "lsi1", LSI_ID, "-name remote,debug-threads=on "
@@ -1223,9 +1224,36 @@ static int wait_threads(pid_t pid, const char *prefix, int want, int ms)
     return n;
 }
 
-static int ring_threads(Remote *r)
+/* How many times process @pid maps a ring of this test */
+static int ring_maps(pid_t pid)
 {
-    return count_threads(qtest_pid(r->qts), RING_THREAD_PREFIX, NULL);
+    g_autofree char *path = g_strdup_printf("/proc/%d/maps", pid);
+    g_autofree char *maps = NULL;
+    int n = 0;
+
+    g_assert_true(g_file_get_contents(path, &maps, NULL, NULL));
+    for (char *p = maps; (p = strstr(p, "memfd:" RING_MEMFD_NAME)); p++) {
+        n++;
+    }
+    return n;
+}
+
+/* Wait up to @ms for @pid to map @want rings */
+static int wait_ring_maps(pid_t pid, int want, int ms)
+{
+    int64_t deadline = g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND;
+    int n;
+
+    while ((n = ring_maps(pid)) != want &&
+           g_get_monotonic_time() < deadline) {
+        g_usleep(5 * 1000);
+    }
+    return n;
+}
+
+static int remote_ring_maps(Remote *r)
+{
+    return ring_maps(qtest_pid(r->qts));
 }
 
 /* The entry request @seq uses */
@@ -1253,6 +1281,7 @@ static void ring_put(TestRing *t, uint32_t cmd, uint8_t region, uint8_t size,
                                                        : RING_VALUE_UNSET);
     qatomic_set(&e->status, RING_STATUS_UNSET);
     qatomic_set(&e->notify_seq, UINT32_MAX);
+    qatomic_set(&e->intx, RING_INTX_UNSET);
 }
 
 /* Hand the requests put so far to the remote: one req_seq, one kick */
@@ -1355,6 +1384,12 @@ static void ring_write(TestRing *t, uint8_t region, uint64_t offset,
                                 value, NULL, NULL), ==, 0);
 }
 
+/* The INTx state the answer to the last request carries */
+static uint8_t ring_intx(TestRing *t)
+{
+    return qatomic_read(&ring_entry(t, t->seq)->intx);
+}
+
 /* Expect one SET_IRQ notification of @level on the socket */
 static void expect_set_irq(Remote *r, uint32_t level)
 {
@@ -1398,7 +1433,7 @@ static void test_remote_ring_not_negotiated(void)
     g_assert_cmphex(remote_hello_features(&r, 0), ==, 0);
     not_negotiated = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
     g_assert_nonnull(strstr(not_negotiated, "negotiated"));
-    g_assert_cmpint(ring_threads(&r), ==, 0);
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
     remote_check_works(&r);
 
     /* unknown feature bits are not granted, and do not imply RING */
@@ -1407,7 +1442,7 @@ static void test_remote_ring_not_negotiated(void)
     g_assert_cmphex(remote_hello_features(&r, 1ULL << 7 | 1ULL << 63), ==, 0);
     unknown_only = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
     g_assert_nonnull(strstr(unknown_only, "negotiated"));
-    g_assert_cmpint(ring_threads(&r), ==, 0);
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
     remote_check_works(&r);
 
     /* the intersection: RING alone survives, and the same setup now works */
@@ -1417,8 +1452,7 @@ static void test_remote_ring_not_negotiated(void)
                                               1ULL << 7 | 1ULL << 63), ==,
                     MPQEMU_FEATURE_RING);
     remote_ring_setup(&r, &t);
-    g_assert_cmpint(wait_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, 1,
-                                 IO_TIMEOUT_MS), ==, 1);
+    g_assert_cmpint(wait_ring_maps(qtest_pid(r.qts), 1, IO_TIMEOUT_MS), ==, 1);
     g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
     remote_check_works(&r);
 
@@ -1460,7 +1494,7 @@ static void test_remote_ring_bad_fds(void)
             close(passfd);
             g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
         }
-        g_assert_cmpint(ring_threads(&r), ==, 0);
+        g_assert_cmpint(remote_ring_maps(&r), ==, 0);
         remote_check_works(&r);
     }
 
@@ -1474,7 +1508,7 @@ static void test_remote_ring_bad_fds(void)
     init_ring_setup(&req, r.id++, MPQEMU_RING_SIZE, fds, 3);
     req.hdr.size = 16;
     expect_error_free(r.fd, &req);
-    g_assert_cmpint(ring_threads(&r), ==, 0);
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
     remote_check_works(&r);
 
     /*
@@ -1511,7 +1545,7 @@ static void test_remote_ring_bad_fds(void)
         g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
         remote_check_recovers(&r);
     }
-    g_assert_cmpint(ring_threads(&r), ==, 0);
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
 
     remote_stop(&r);
     test_ring_free(&t);
@@ -1580,15 +1614,14 @@ static void test_remote_ring_bad_memory(void)
                                          + 1, fds, 3));
     test_ring_free(&big);
 
-    /* no thread started, or left behind */
-    g_assert_cmpint(ring_threads(&r), ==, 0);
+    /* no ring mapped, no thread started or left behind */
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
     g_assert_cmpint(count_threads(qtest_pid(r.qts), NULL, NULL), ==, base);
     remote_check_works(&r);
 
     /* the refusals did not use up the connection's one ring */
     remote_ring_setup(&r, &t);
-    g_assert_cmpint(wait_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, 1,
-                                 IO_TIMEOUT_MS), ==, 1);
+    g_assert_cmpint(wait_ring_maps(qtest_pid(r.qts), 1, IO_TIMEOUT_MS), ==, 1);
     g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
 
     remote_stop(&r);
@@ -1609,8 +1642,7 @@ static void test_remote_ring_twice(void)
     test_ring_init(&t, MPQEMU_RING_SIZE);
     test_ring_init(&second, MPQEMU_RING_SIZE);
     remote_ring_setup(&r, &t);
-    g_assert_cmpint(wait_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, 1,
-                                 IO_TIMEOUT_MS), ==, 1);
+    g_assert_cmpint(wait_ring_maps(qtest_pid(r.qts), 1, IO_TIMEOUT_MS), ==, 1);
     ring_write(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4, 0x600d0001);
 
     fds[0] = second.mem_fd;
@@ -1622,7 +1654,7 @@ static void test_remote_ring_twice(void)
     g_free(remote_ring_setup_refused(&r, MPQEMU_RING_SIZE,
                                      (int[]) { t.mem_fd, t.kick_fd,
                                                t.done_fd }, 3));
-    g_assert_cmpint(count_threads(qtest_pid(r.qts), RING_THREAD_PREFIX, NULL),
+    g_assert_cmpint(ring_maps(qtest_pid(r.qts)),
                     ==, 1);
 
     /* the first ring still serves; the refused one does not */
@@ -1684,9 +1716,10 @@ static void test_remote_ring_working(void)
                     MPQEMU_FEATURE_RING);
     test_ring_init(&t, MPQEMU_RING_SIZE);
     remote_ring_setup(&r, &t);
-    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 1, IO_TIMEOUT_MS),
+    g_assert_cmpint(wait_ring_maps(pid, 1, IO_TIMEOUT_MS),
                     ==, 1);
-    g_assert_cmpint(count_threads(pid, NULL, NULL), ==, base + 1);
+    /* served by the main loop: no thread of its own */
+    g_assert_cmpint(count_threads(pid, NULL, NULL), ==, base);
 
     /* what the ring writes, the ring and the socket read back */
     ring_write(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4, 0x5aa5c33c);
@@ -1715,12 +1748,10 @@ static void test_remote_ring_working(void)
 
     /* an idle ring: the remote sleeps, costs no CPU, and wakes when kicked */
     g_assert_true(ring_wait_asleep(&t, 1000));
-    g_assert_cmpint(count_threads(pid, RING_THREAD_PREFIX, &ticks_before), ==,
-                    1);
+    g_assert_cmpint(count_threads(pid, NULL, &ticks_before), ==, base);
     g_usleep(300 * 1000);
-    g_assert_cmpint(count_threads(pid, RING_THREAD_PREFIX, &ticks_after), ==,
-                    1);
-    g_test_message("idle ring thread: %" PRIu64 " ticks in 300 ms",
+    g_assert_cmpint(count_threads(pid, NULL, &ticks_after), ==, base);
+    g_test_message("remote with an idle ring: %" PRIu64 " ticks in 300 ms",
                    ticks_after - ticks_before);
     g_assert_cmpuint(ticks_after - ticks_before, <, 5);
     g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
@@ -1770,10 +1801,10 @@ static void test_remote_ring_working(void)
     g_assert_cmpuint(notify_seq, ==, 2);
     expect_quiet(&r);
 
-    /* the proxy goes away: so does the ring thread, and the ring is dead */
+    /* the proxy goes away: the remote unmaps the ring, and the ring is dead */
     close(r.fd);
     r.fd = -1;
-    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 0, IO_TIMEOUT_MS),
+    g_assert_cmpint(wait_ring_maps(pid, 0, IO_TIMEOUT_MS),
                     ==, 0);
     g_assert_cmpint(wait_threads(pid, NULL, base, IO_TIMEOUT_MS), ==, base);
     qatomic_set(&t.ring->remote_sleeping, 1);          /* so that it kicks */
@@ -1791,11 +1822,11 @@ static void test_remote_ring_working(void)
     remote_ring_setup(&r, &again);
     g_assert_cmphex(ring_read(&again, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4),
                     ==, 0);
-    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 1, IO_TIMEOUT_MS),
+    g_assert_cmpint(wait_ring_maps(pid, 1, IO_TIMEOUT_MS),
                     ==, 1);
 
     remote_drop(&r);
-    g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 0, IO_TIMEOUT_MS),
+    g_assert_cmpint(wait_ring_maps(pid, 0, IO_TIMEOUT_MS),
                     ==, 0);
     remote_stop(&r);
     test_ring_free(&t);
@@ -1805,7 +1836,7 @@ static void test_remote_ring_working(void)
 /*
  * (17) the first request, put in the ring as soon as RING_SETUP's reply
  * arrives, as the protocol allows: it must be served even if the remote's
- * ring thread had not started running yet.
+ * main loop had not looked at the ring yet.
  */
 static void test_remote_ring_first_request(void)
 {
@@ -1894,7 +1925,7 @@ static void test_remote_ring_shrunk(void)
 }
 
 /*
- * (19) kick and done descriptors that are not eventfds: the ring thread
+ * (19) kick and done descriptors that are not eventfds: the remote
  * would poll a descriptor that is always readable, or never, so RING_SETUP
  * must be refused like any other bad value.
  */
@@ -1922,16 +1953,16 @@ static void test_remote_ring_not_eventfds(void)
     recv_msg(r.fd, &reply);
     if (reply.hdr.flags & MPQEMU_FLAG_ERROR) {
         g_test_message("refused: %s", reply.u.error.message);
-        g_assert_cmpint(ring_threads(&r), ==, 0);
+        g_assert_cmpint(remote_ring_maps(&r), ==, 0);
     } else {
-        g_assert_cmpint(wait_threads(pid, RING_THREAD_PREFIX, 1,
-                                     IO_TIMEOUT_MS), ==, 1);
+        g_assert_cmpint(wait_ring_maps(pid, 1, IO_TIMEOUT_MS), ==, 1);
         g_usleep(20 * 1000);
-        count_threads(pid, RING_THREAD_PREFIX, &ticks_before);
+        count_threads(pid, NULL, &ticks_before);
         g_usleep(300 * 1000);
-        count_threads(pid, RING_THREAD_PREFIX, &ticks_after);
+        count_threads(pid, NULL, &ticks_after);
         g_test_message("FAIL: RING_SETUP with a memfd as kick descriptor was "
-                       "accepted; the idle ring thread then used %" PRIu64
+                       "accepted; the remote with an idle ring then used %"
+                       PRIu64
                        " ticks of CPU in 300 ms (remote_sleeping %u)",
                        ticks_after - ticks_before,
                        qatomic_read(&t.ring->remote_sleeping));
@@ -1941,6 +1972,60 @@ static void test_remote_ring_not_eventfds(void)
     remote_stop(&r);
     test_ring_free(&t);
     test_ring_free(&other);
+}
+
+/*
+ * (20) RING_INTX: an INTx change made while serving a waited-for access comes
+ * back in its answer and nothing is sent on the socket; one made by a posted
+ * write, which nobody waits for, is still sent as SET_IRQ.
+ */
+static void test_remote_ring_intx(void)
+{
+    uint64_t features = MPQEMU_FEATURE_RING | MPQEMU_FEATURE_POSTED_WRITES |
+                        MPQEMU_FEATURE_RING_INTX;
+    uint32_t notify_seq;
+    uint64_t value;
+    TestRing t;
+    Remote r;
+
+    remote_start_named(&r);
+    g_assert_cmphex(remote_hello_features(&r, features), ==, features);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    remote_ring_setup(&r, &t);
+    ring_write(&t, LSI_MMIO_REGION, LSI_REG_DIEN, 1, LSI_DSTAT_ABRT);
+    g_assert_cmphex(ring_intx(&t), ==, 0);
+
+    /* the write that raises the line, the read that lowers it */
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 1,
+                                LSI_REG_ISTAT0, LSI_ISTAT0_ABRT, NULL,
+                                &notify_seq), ==, 0);
+    g_assert_cmphex(ring_intx(&t), ==, MPQEMU_RING_INTX_CHANGED |
+                                       MPQEMU_RING_INTX_LEVEL);
+    g_assert_cmpuint(notify_seq, ==, 0);
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 1,
+                                LSI_REG_DSTAT, 0, &value, &notify_seq), ==, 0);
+    g_assert_cmphex(value & LSI_DSTAT_ABRT, ==, LSI_DSTAT_ABRT);
+    g_assert_cmphex(ring_intx(&t), ==, MPQEMU_RING_INTX_CHANGED);
+    g_assert_cmpuint(notify_seq, ==, 0);
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
+                    0);
+    g_assert_cmphex(ring_intx(&t), ==, 0);
+    expect_quiet(&r);
+
+    /* posted: on the socket, counted for the next answer */
+    ring_put(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 1, MPQEMU_RING_POSTED,
+             LSI_REG_ISTAT0, LSI_ISTAT0_ABRT);
+    ring_publish_wait(&t);
+    expect_set_irq(&r, 1);
+    g_assert_cmpint(ring_access(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 1,
+                                LSI_REG_DSTAT, 0, &value, &notify_seq), ==, 0);
+    g_assert_cmpuint(notify_seq, ==, 1);
+    g_assert_cmphex(ring_intx(&t), ==, MPQEMU_RING_INTX_CHANGED);
+    expect_quiet(&r);
+    remote_check_works(&r);
+
+    remote_stop(&r);
+    test_ring_free(&t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2734,6 +2819,8 @@ typedef enum RingMode {
     RING_SILENT,            /* never answer the first read, nor what follows */
     RING_NOTIFY_MISSING,    /* announce a notification that never comes */
     RING_NOTIFY_LATE,       /* announce a SET_IRQ, then send it later */
+    RING_INTX,              /* answer that INTx went up (RING_INTX) */
+    RING_INTX_BAD,          /* answer with an INTx state that means nothing */
     RING_HANGUP,            /* close the socket once the proxy sleeps */
     RING_NEVER,             /* never serve anything: the ring fills up */
 } RingMode;
@@ -3107,6 +3194,15 @@ static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
         }
         return false;
     case RING_ANSWER:
+        fake_ring_answer(f, seq, value, f->notify_sent);
+        return true;
+    case RING_INTX:
+        qatomic_set(&e->intx, MPQEMU_RING_INTX_CHANGED |
+                              MPQEMU_RING_INTX_LEVEL);
+        fake_ring_answer(f, seq, value, f->notify_sent);
+        return true;
+    case RING_INTX_BAD:
+        qatomic_set(&e->intx, 0x42);
         fake_ring_answer(f, seq, value, f->notify_sent);
         return true;
     case RING_OFF:
@@ -3911,6 +4007,20 @@ static void test_proxy_ring_notify_missing(void)
 #define PIIX_PIRQCA             0x60
 #define PROXY_TEST_IRQ          11
 
+/* Route the proxy's INTx to PROXY_TEST_IRQ and watch that line */
+static void proxy_test_watch_intx(ProxyTest *t)
+{
+    QPCIDevice *isa = qpci_device_find(t->bus, QPCI_DEVFN(1, 0));
+
+    g_assert_nonnull(isa);
+    for (int pirq = 0; pirq < 4; pirq++) {
+        qpci_config_writeb(isa, PIIX_PIRQCA + pirq, PROXY_TEST_IRQ);
+    }
+    g_free(isa);
+    qtest_irq_intercept_in(t->qts, "ioapic");
+    g_assert_false(qtest_get_irq(t->qts, PROXY_TEST_IRQ));
+}
+
 /*
  * (3) the ring answers, announcing a SET_IRQ that the socket brings only
  * later: the read waits for it, and the interrupt is raised by the time
@@ -3919,18 +4029,10 @@ static void test_proxy_ring_notify_missing(void)
 static void test_proxy_ring_notify_late(void)
 {
     ProxyTest t;
-    QPCIDevice *isa;
     int64_t elapsed_ms;
 
     proxy_test_start_ring(&t, RING_NOTIFY_LATE, ",timeout=5000");
-    isa = qpci_device_find(t.bus, QPCI_DEVFN(1, 0));
-    g_assert_nonnull(isa);
-    for (int pirq = 0; pirq < 4; pirq++) {
-        qpci_config_writeb(isa, PIIX_PIRQCA + pirq, PROXY_TEST_IRQ);
-    }
-    g_free(isa);
-    qtest_irq_intercept_in(t.qts, "ioapic");
-    g_assert_false(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    proxy_test_watch_intx(&t);
 
     elapsed_ms = proxy_timed_read(&t, 0x40, fake_bar_value(0x40));
     g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
@@ -3944,6 +4046,59 @@ static void test_proxy_ring_notify_late(void)
     g_assert_cmpuint(fake_counter(t.fake, &t.fake->ring_reads), ==, 2);
     g_assert_false(fake_wait_done(t.fake, 0));
     proxy_test_end(&t);
+}
+
+/*
+ * (3b) RING_INTX: the answer says the device raised INTx while serving the
+ * read, and nothing comes on the socket: the interrupt is up by the time
+ * the guest sees the value.
+ */
+static void test_proxy_ring_intx(void)
+{
+    ProxyTest t;
+
+    proxy_test_start_ring_fake(&t, fake_ring_new(RING_INTX,
+                                                 MPQEMU_FEATURE_RING |
+                                                 MPQEMU_FEATURE_RING_INTX),
+                               ",timeout=5000");
+    proxy_test_watch_intx(&t);
+    g_assert_cmpint(proxy_timed_read(&t, 0x40, fake_bar_value(0x40)), <,
+                    3000);
+    g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    /* a plain answer leaves the line as it is */
+    g_assert_cmpint(proxy_timed_read(&t, 0x44, fake_bar_value(0x44)), <,
+                    3000);
+    g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+}
+
+/*
+ * (3c) an INTx state in an answer that means nothing, or that was not
+ * negotiated: a protocol violation, and the line stays down.
+ */
+static void test_proxy_ring_intx_bad(void)
+{
+    const struct {
+        RingMode mode;
+        uint64_t features;
+    } cases[] = {
+        { RING_INTX_BAD, MPQEMU_FEATURE_RING | MPQEMU_FEATURE_RING_INTX },
+        { RING_INTX, MPQEMU_FEATURE_RING },
+    };
+
+    for (int i = 0; i < ARRAY_SIZE(cases); i++) {
+        ProxyTest t;
+
+        proxy_test_start_ring_fake(&t, fake_ring_new(cases[i].mode,
+                                                     cases[i].features),
+                                   ",timeout=5000");
+        proxy_test_watch_intx(&t);
+        g_assert_cmpint(proxy_timed_read(&t, 0x40, 0xffffffff), <, 3000);
+        proxy_check_failed(&t, "protocol");
+        g_assert_false(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+        proxy_test_end(&t);
+    }
 }
 
 /* (4) the remote hangs up while the proxy sleeps on the ring */
@@ -4903,6 +5058,8 @@ int main(int argc, char **argv)
                    test_remote_ring_shrunk);
     qtest_add_func("/mpqemu/protocol/remote/ring/not-eventfds",
                    test_remote_ring_not_eventfds);
+    qtest_add_func("/mpqemu/protocol/remote/ring/intx",
+                   test_remote_ring_intx);
     qtest_add_func("/mpqemu/protocol/remote/ring/batch",
                    test_remote_ring_batch);
     qtest_add_func("/mpqemu/protocol/remote/ring/shadow",
@@ -4939,6 +5096,10 @@ int main(int argc, char **argv)
                    test_proxy_ring_notify_missing);
     qtest_add_func("/mpqemu/protocol/proxy/ring/notify-late",
                    test_proxy_ring_notify_late);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/intx",
+                   test_proxy_ring_intx);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/intx-bad",
+                   test_proxy_ring_intx_bad);
     qtest_add_func("/mpqemu/protocol/proxy/ring/hangup",
                    test_proxy_ring_hangup);
     qtest_add_func("/mpqemu/protocol/proxy/ioeventfd/valid",
