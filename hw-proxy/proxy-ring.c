@@ -245,6 +245,14 @@ static bool proxy_ring_shadow_read_locked(ProxyLink *link, uint8_t region,
     return true;
 }
 
+/* With the link lock: an answer that breaks the protocol ends the link */
+static bool proxy_ring_bad_answer(ProxyLink *link, Error *err, Error **errp)
+{
+    proxy_link_break_locked(link, REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL, err);
+    error_setg(errp, "%s (waiting for a BAR access)", link->broken);
+    return false;
+}
+
 /*
  * With the link lock: one BAR access through the ring. An access that is
  * waited for is answered with how many notifications the remote had sent
@@ -261,7 +269,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     uint32_t seq = link->ring_seq + 1;
     MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
     Error *err = NULL;
-    uint32_t notify_seq;
+    uint32_t notified, notify_seq;
     uint8_t intx;
     int status;
 
@@ -284,6 +292,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     qatomic_set(&e->intx, 0);
     qatomic_set(&e->offset, offset);
     qatomic_set(&e->value, *value);
+    notified = link->notify_count;
     qatomic_store_release(&ring->req_seq, seq);
     link->ring_seq = seq;
     smp_mb();
@@ -307,10 +316,13 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
         error_setg(&err, "the remote process answered a BAR access with "
                    "INTx state 0x%x%s", intx, link->ring_intx ? "" :
                    ", which was not negotiated");
-        proxy_link_break_locked(link, REMOTE_DEVICE_FAILURE_CAUSE_PROTOCOL,
-                                err);
-        error_setg(errp, "%s (waiting for a BAR access)", link->broken);
-        return false;
+        return proxy_ring_bad_answer(link, err, errp);
+    }
+    if (mpqemu_seq_before(notify_seq, notified)) {
+        error_setg(&err, "the remote process answered a BAR access as if it "
+                   "had sent %u notifications, but %u came before the "
+                   "request", notify_seq, notified);
+        return proxy_ring_bad_answer(link, err, errp);
     }
     while (mpqemu_seq_before(link->notify_count, notify_seq)) {
         int64_t left_ms = (deadline - get_clock()) / SCALE_MS;
@@ -327,9 +339,10 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
             return false;
         }
     }
-    /* after the notifications sent before it, applied in the same way */
+    /* between the notifications sent before it and those sent after */
     if (intx) {
-        proxy_link_queue_intx_locked(link, intx & MPQEMU_RING_INTX_LEVEL);
+        proxy_link_queue_intx_locked(link, intx & MPQEMU_RING_INTX_LEVEL,
+                                     notify_seq);
     }
     proxy_ring_check_posted_errors(link);
     if (status < 0) {

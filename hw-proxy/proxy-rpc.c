@@ -218,15 +218,23 @@ static void proxy_link_queue_locked(ProxyLink *link, const MPQemuMsg *msg)
 
 /*
  * With the link lock: an INTx level a ring answer carried, applied as if it
- * had come on the socket, but not counted: the remote did not send it there
+ * had come on the socket right after notification @notify_seq, but not
+ * counted: the remote did not send it there. Notifications the remote sent
+ * after answering may already be queued (read while waiting for the
+ * answer); the level goes before them, or a line the device raised again
+ * since would end up down. The link was held since the request, and
+ * @notify_seq is no lower than the count then: they are all still queued.
  */
-void proxy_link_queue_intx_locked(ProxyLink *link, bool level)
+void proxy_link_queue_intx_locked(ProxyLink *link, bool level,
+                                  uint32_t notify_seq)
 {
+    uint32_t later = link->notify_count - notify_seq;
     MPQemuMsg msg;
 
+    assert(later <= link->events->len);
     mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
     msg.u.set_irq.level = cpu_to_le32(level);
-    g_array_append_val(link->events, msg);
+    g_array_insert_val(link->events, link->events->len - later, msg);
 }
 
 /*

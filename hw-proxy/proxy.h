@@ -63,7 +63,8 @@ void proxy_link_close(ProxyLink *link);
 void proxy_link_break(ProxyLink *link, RemoteDeviceFailureCause cause,
                       Error *err);
 /* For proxy-ring.c, with the link lock held */
-void proxy_link_queue_intx_locked(ProxyLink *link, bool level);
+void proxy_link_queue_intx_locked(ProxyLink *link, bool level,
+                                  uint32_t notify_seq);
 void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
                              Error *err);
 bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);

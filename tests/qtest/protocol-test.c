@@ -2821,6 +2821,8 @@ typedef enum RingMode {
     RING_NOTIFY_LATE,       /* announce a SET_IRQ, then send it later */
     RING_INTX,              /* answer that INTx went up (RING_INTX) */
     RING_INTX_BAD,          /* answer with an INTx state that means nothing */
+    RING_INTX_RAISED_AGAIN, /* raise, then lower in an answer and raise again */
+    RING_NOTIFY_BEHIND,     /* answer as if a notification sent was not */
     RING_HANGUP,            /* close the socket once the proxy sleeps */
     RING_NEVER,             /* never serve anything: the ring fills up */
 } RingMode;
@@ -3162,6 +3164,24 @@ static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
         f->ring_reads++;
     }
     g_mutex_unlock(&f->lock);
+    if (f->ring_mode == RING_INTX_RAISED_AGAIN && nth == 2) {
+        /*
+         * Lowered while serving this read, raised again right after it was
+         * answered, by a SET_IRQ that is on the socket before the proxy
+         * sees the answer: the line must end up raised.
+         */
+        qatomic_set(&e->intx, MPQEMU_RING_INTX_CHANGED);
+        qatomic_set(&e->notify_seq, f->notify_sent);
+        mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+        msg.u.set_irq.level = cpu_to_le32(1);
+        f->notify_sent++;
+        if (!fake_send(f, fd, &msg)) {
+            return false;
+        }
+        g_usleep(FAKE_LATE_MS * 1000);
+        fake_ring_answer(f, seq, value, f->notify_sent - 1);
+        return true;
+    }
     if (req.cmd == MPQEMU_CMD_BAR_WRITE || nth > 1) {
         fake_ring_answer(f, seq, value, f->notify_sent);
         return true;
@@ -3197,6 +3217,7 @@ static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
         fake_ring_answer(f, seq, value, f->notify_sent);
         return true;
     case RING_INTX:
+    case RING_INTX_RAISED_AGAIN:
         qatomic_set(&e->intx, MPQEMU_RING_INTX_CHANGED |
                               MPQEMU_RING_INTX_LEVEL);
         fake_ring_answer(f, seq, value, f->notify_sent);
@@ -3204,6 +3225,10 @@ static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
     case RING_INTX_BAD:
         qatomic_set(&e->intx, 0x42);
         fake_ring_answer(f, seq, value, f->notify_sent);
+        return true;
+    case RING_NOTIFY_BEHIND:
+        qatomic_set(&e->intx, MPQEMU_RING_INTX_CHANGED);
+        fake_ring_answer(f, seq, value, f->notify_sent - 1);
         return true;
     case RING_OFF:
     case RING_NEVER:
@@ -4074,17 +4099,47 @@ static void test_proxy_ring_intx(void)
 }
 
 /*
- * (3c) an INTx state in an answer that means nothing, or that was not
- * negotiated: a protocol violation, and the line stays down.
+ * (3c) RING_INTX: the answer says the device lowered INTx while serving the
+ * read, and a SET_IRQ raising it again, sent after the answer, comes on the
+ * socket while the proxy waits: the line ends up raised, as on the device.
+ */
+static void test_proxy_ring_intx_raised_again(void)
+{
+    ProxyTest t;
+
+    proxy_test_start_ring_fake(&t, fake_ring_new(RING_INTX_RAISED_AGAIN,
+                                                 MPQEMU_FEATURE_RING |
+                                                 MPQEMU_FEATURE_RING_INTX),
+                               ",timeout=5000");
+    proxy_test_watch_intx(&t);
+    g_assert_cmpint(proxy_timed_read(&t, 0x40, fake_bar_value(0x40)), <,
+                    3000);
+    g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    g_assert_cmpint(proxy_timed_read(&t, 0x44, fake_bar_value(0x44)), >=,
+                    FAKE_LATE_MS - 20);
+    g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    g_assert_cmpuint(fake_counter(t.fake, &t.fake->ring_reads), ==, 2);
+    g_assert_false(fake_wait_done(t.fake, 0));
+    proxy_test_end(&t);
+}
+
+/*
+ * (3d) an INTx state in an answer that means nothing, or that was not
+ * negotiated, or an answer that claims fewer notifications than the proxy
+ * had before it asked (where would the INTx change go?): a protocol
+ * violation, and the line goes down with the device.
  */
 static void test_proxy_ring_intx_bad(void)
 {
     const struct {
         RingMode mode;
         uint64_t features;
+        bool raise_first;
     } cases[] = {
         { RING_INTX_BAD, MPQEMU_FEATURE_RING | MPQEMU_FEATURE_RING_INTX },
         { RING_INTX, MPQEMU_FEATURE_RING },
+        { RING_NOTIFY_BEHIND, MPQEMU_FEATURE_RING | MPQEMU_FEATURE_RING_INTX,
+          true },
     };
 
     for (int i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -4094,6 +4149,20 @@ static void test_proxy_ring_intx_bad(void)
                                                      cases[i].features),
                                    ",timeout=5000");
         proxy_test_watch_intx(&t);
+        if (cases[i].raise_first) {
+            MPQemuMsg m;
+
+            mpqemu_msg_init(&m, MPQEMU_CMD_SET_IRQ, 0, 0,
+                            sizeof(MPQemuSetIrq));
+            m.u.set_irq.level = cpu_to_le32(1);
+            fake_notify(t.fake, &m);
+            /* the main loop takes it from the socket between commands */
+            for (int n = 0; !qtest_get_irq(t.qts, PROXY_TEST_IRQ); n++) {
+                g_assert_cmpint(n, <, IO_TIMEOUT_MS);
+                g_usleep(1000);
+                qpci_config_readw(t.dev, PCI_VENDOR_ID);
+            }
+        }
         g_assert_cmpint(proxy_timed_read(&t, 0x40, 0xffffffff), <, 3000);
         proxy_check_failed(&t, "protocol");
         g_assert_false(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
@@ -5098,6 +5167,8 @@ int main(int argc, char **argv)
                    test_proxy_ring_notify_late);
     qtest_add_func("/mpqemu/protocol/proxy/ring/intx",
                    test_proxy_ring_intx);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/intx-raised-again",
+                   test_proxy_ring_intx_raised_again);
     qtest_add_func("/mpqemu/protocol/proxy/ring/intx-bad",
                    test_proxy_ring_intx_bad);
     qtest_add_func("/mpqemu/protocol/proxy/ring/hangup",
