@@ -24,6 +24,8 @@
 #define PROXY_RING_POLL_NS      (50 * SCALE_US)
 /* ... with the CPU to itself for this long, then yielding between looks */
 #define PROXY_RING_SPIN_NS      (5 * SCALE_US)
+/* How many looks at the ring between looks at the clock */
+#define PROXY_RING_SPINS_PER_CLOCK  8
 
 bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
 {
@@ -98,24 +100,38 @@ void proxy_ring_close(ProxyLink *link)
     link->ring = NULL;
 }
 
-/* With the link lock: wait until the remote has served request @seq */
+/*
+ * With the link lock: wait until the remote has served request @seq, for
+ * at most the link's timeout from now
+ */
 static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
-                                   int64_t deadline, Error **errp)
+                                   Error **errp)
 {
     MPQemuRing *ring = link->ring;
-    int64_t start = get_clock();
+    int64_t start, deadline;
     Error *err = NULL;
 
-    while (mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
-        int64_t waited = get_clock() - start;
+    if (!mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
+        return true;    /* most often, and the clock costs as much */
+    }
+    start = get_clock();
+    deadline = start + (int64_t)link->timeout_ms * SCALE_MS;
+    for (unsigned spins = 1;
+         mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq);
+         spins++) {
+        int64_t waited;
 
+        /* Most answers come at once: look at the ring, not at the clock */
+        if (spins % PROXY_RING_SPINS_PER_CLOCK) {
+            cpu_relax();
+            continue;
+        }
+        waited = get_clock() - start;
         if (waited >= PROXY_RING_POLL_NS) {
             break;
         }
-        /* Most answers come at once; a slow one needs our CPU, maybe */
-        if (waited < PROXY_RING_SPIN_NS) {
-            cpu_relax();
-        } else {
+        /* a slow one needs our CPU, maybe */
+        if (waited >= PROXY_RING_SPIN_NS) {
             sched_yield();
         }
     }
@@ -178,12 +194,10 @@ static void proxy_ring_check_posted_errors(ProxyLink *link)
 /* With the link lock: let the remote serve everything in the ring */
 bool proxy_ring_drain_locked(ProxyLink *link, Error **errp)
 {
-    int64_t deadline = get_clock() + (int64_t)link->timeout_ms * SCALE_MS;
-
     if (!link->ring) {
         return true;
     }
-    if (!proxy_ring_wait_locked(link, link->ring_seq, deadline, errp)) {
+    if (!proxy_ring_wait_locked(link, link->ring_seq, errp)) {
         return false;
     }
     proxy_ring_check_posted_errors(link);
@@ -265,11 +279,11 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
                               bool posted, Error **errp)
 {
     MPQemuRing *ring = link->ring;
-    int64_t deadline = get_clock() + (int64_t)link->timeout_ms * SCALE_MS;
     uint32_t seq = link->ring_seq + 1;
     MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
     Error *err = NULL;
     uint32_t notified, notify_seq;
+    int64_t deadline;
     uint8_t intx;
     int status;
 
@@ -281,8 +295,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     posted = posted && write;
 
     /* The entry is free once the request that used it last was served */
-    if (!proxy_ring_wait_locked(link, seq - MPQEMU_RING_ENTRIES, deadline,
-                                errp)) {
+    if (!proxy_ring_wait_locked(link, seq - MPQEMU_RING_ENTRIES, errp)) {
         return false;
     }
     qatomic_set(&e->cmd, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ);
@@ -303,7 +316,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
         return true;
     }
 
-    if (!proxy_ring_wait_locked(link, seq, deadline, errp)) {
+    if (!proxy_ring_wait_locked(link, seq, errp)) {
         return false;
     }
     status = qatomic_read(&e->status);
@@ -323,6 +336,9 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
                    "had sent %u notifications, but %u came before the "
                    "request", notify_seq, notified);
         return proxy_ring_bad_answer(link, err, errp);
+    }
+    if (mpqemu_seq_before(link->notify_count, notify_seq)) {
+        deadline = get_clock() + (int64_t)link->timeout_ms * SCALE_MS;
     }
     while (mpqemu_seq_before(link->notify_count, notify_seq)) {
         int64_t left_ms = (deadline - get_clock()) / SCALE_MS;

@@ -46,8 +46,14 @@
  * need the CPU more than a poll does.
  */
 #define REMOTE_RING_SPIN_NS         (1 * SCALE_US)
-/* While polling, how many spins between looks at the doorbells and socket */
-#define REMOTE_RING_SPINS_PER_LOOK  16
+/*
+ * While polling, how often to look at what takes a system call to see: the
+ * doorbells' relays, the proxy's socket, the main AioContext's descriptors.
+ * The ring and the block layer's completions are seen at every spin.
+ */
+#define REMOTE_RING_LOOK_NS         (5 * SCALE_US)
+/* How many spins between looks at the clock while nothing happens */
+#define REMOTE_RING_SPINS_PER_CLOCK 8
 
 /* epoll data of the doorbells: their id */
 #define RING_EPOLL_DOORBELL(id) ((uint64_t)(id))
@@ -63,6 +69,7 @@ struct RemoteRing {
     int kick_fd;
     int done_fd;
     int epoll_fd;               /* the doorbells' relays */
+    uint32_t nr_watched;        /* ... how many */
     int socket_fd;              /* the proxy's connection */
     int64_t poll_ns;            /* the polling window, adapted */
     int64_t last_served;
@@ -217,14 +224,18 @@ static void remote_ring_adapt(int64_t *poll_ns, int64_t gap_ns)
 /* With the BQL: serve what the proxy queued, if anything; true if it did */
 static bool remote_ring_serve(RemoteRing *rr)
 {
+    int64_t now;
+
     if (rr->stopped ||
         qatomic_load_acquire(&rr->ring->req_seq) == rr->served) {
         return false;
     }
-    remote_ring_adapt(&rr->poll_ns, get_clock() - rr->last_served);
     remote_ring_serve_locked(rr);
-    rr->last_served = get_clock();
-    rr->busy_until = rr->last_served + rr->poll_ns;
+    /* the clock is read once the proxy has its answer */
+    now = get_clock();
+    remote_ring_adapt(&rr->poll_ns, now - rr->last_served);
+    rr->last_served = now;
+    rr->busy_until = now + rr->poll_ns;
     return true;
 }
 
@@ -237,7 +248,7 @@ static bool remote_ring_take_doorbells(RemoteRing *rr)
     struct epoll_event ev[8];
     int n;
 
-    if (rr->stopped) {
+    if (rr->stopped || !rr->nr_watched) {
         return false;
     }
     n = epoll_wait(rr->epoll_fd, ev, ARRAY_SIZE(ev), 0);
@@ -295,7 +306,7 @@ static void remote_rings_poll(Notifier *notifier, void *data)
     MainLoopPoll *mlpoll = data;
     AioContext *main_ctx = qemu_get_aio_context();
     int64_t now = get_clock(), stretch_end = now + REMOTE_RING_STRETCH_NS;
-    int64_t last_work = now;
+    int64_t last_work = now, next_look = now + REMOTE_RING_LOOK_NS;
     unsigned spins = 0;
     RemoteRing *rr, *next_rr;
 
@@ -315,8 +326,9 @@ static void remote_rings_poll(Notifier *notifier, void *data)
         QLIST_FOREACH_SAFE(rr, &remote_rings, next, next_rr) {
             worked |= remote_ring_serve(rr);
         }
-        if (++spins % REMOTE_RING_SPINS_PER_LOOK == 0) {
+        if (now >= next_look) {
             look = true;
+            next_look = now + REMOTE_RING_LOOK_NS;
             QLIST_FOREACH_SAFE(rr, &remote_rings, next, next_rr) {
                 worked |= remote_ring_take_doorbells(rr);
                 socket |= remote_ring_socket_readable(rr);
@@ -329,6 +341,12 @@ static void remote_rings_poll(Notifier *notifier, void *data)
          */
         if (qatomic_read(&main_ctx->notified) || look) {
             aio_poll(main_ctx, false);
+            look = true;
+        }
+        /* spinning: the clock matters only now and then */
+        if (!worked && !look && ++spins % REMOTE_RING_SPINS_PER_CLOCK) {
+            cpu_relax();
+            continue;
         }
         now = get_clock();
         if (worked) {
@@ -384,12 +402,18 @@ bool remote_ring_watch(RemoteRing *rr, int fd, uint32_t id)
         .data.u64 = RING_EPOLL_DOORBELL(id),
     };
 
-    return epoll_ctl(rr->epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
+    if (epoll_ctl(rr->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        return false;
+    }
+    rr->nr_watched++;
+    return true;
 }
 
 void remote_ring_unwatch(RemoteRing *rr, int fd)
 {
-    epoll_ctl(rr->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    if (epoll_ctl(rr->epoll_fd, EPOLL_CTL_DEL, fd, NULL) == 0) {
+        rr->nr_watched--;
+    }
 }
 
 /*
