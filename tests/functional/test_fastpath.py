@@ -18,6 +18,9 @@ reached the proxy's MMIO handler); the remote traces remote_doorbell.
     off, nothing is handed over and the notifications go through the
     proxy's handler (BAR writes traced during the I/O); the data is right.
 
+  * Once the I/O is over, the remote process uses next to no CPU: whatever
+    polling it did for the guest's accesses has stopped.
+
 Each configuration boots one guest (class-scoped fixture); the checks run
 in order and the last one powers the guest off.
 """
@@ -25,6 +28,7 @@ in order and the last one powers the guest off.
 import hashlib
 import os
 import re
+import time
 
 import pytest
 
@@ -64,6 +68,12 @@ CONFIGS = [
     ("nvme", ALL_OFF, "socket", False),
 ]
 
+# The idle remote: measured for IDLE_SECONDS after IDLE_SETTLE_SECONDS without
+# I/O, it may use at most this share of one CPU.
+IDLE_SETTLE_SECONDS = 1
+IDLE_SECONDS = 3
+IDLE_MAX_CPU = 0.05
+
 MAIN_TRACES = ("proxy_ioeventfd", "proxy_bar_write", "proxy_failed")
 REMOTE_TRACES = ("remote_doorbell",)
 
@@ -74,6 +84,18 @@ DOORBELL_RE = re.compile(r"remote_doorbell (\S+) add (\d) region (\d+) offset 0x
                          r"size (\d+) match (\d) data 0x([0-9a-f]+)")
 BAR_WRITE_RE = re.compile(r"proxy_bar_write (\S+) bar (\d+) addr 0x([0-9a-f]+) size (\d+) "
                           r"val 0x([0-9a-f]+)")
+
+
+def process_cpu_ns(pid):
+    """CPU time of all live threads of pid so far, in ns (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass    # the thread has just exited
+    return total
 
 
 def sha256(data):
@@ -226,6 +248,22 @@ class TestFastPath:
         else:
             assert writes, "no BAR write reached the proxy during the I/O: how was " \
                            "the device notified?"
+
+    def test_idle_remote_sleeps(self, fast_vm):
+        """Once the guest's I/O is over, the remote stops polling: an idle device
+        costs no CPU (a remote that kept polling would use a whole one)."""
+        assert fast_vm.io_done, "the I/O of the previous tests did not run"
+        pid = fast_vm.disk_remote.child.pid
+        # Longer than the widest polling window and any flush the guest does.
+        time.sleep(IDLE_SETTLE_SECONDS)
+        before, start = process_cpu_ns(pid), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        used = (process_cpu_ns(pid) - before) / 1e9
+        elapsed = time.monotonic() - start
+        print(f"{config_id(fast_vm.cfg)}: the idle remote used {used:.4f} s of CPU "
+              f"in {elapsed:.2f} s")
+        assert used < IDLE_MAX_CPU * elapsed, \
+            f"the idle remote used {used:.3f} s of CPU in {elapsed:.2f} s"
 
     def test_poweroff_image_holds_guest_data(self, fast_vm):
         assert fast_vm.io_done, "the I/O of the previous tests did not run"
