@@ -243,8 +243,7 @@ static bool proxy_write_may_post(ProxyRegion *r, hwaddr addr, unsigned size)
 
     return (dev->features & MPQEMU_FEATURE_POSTED_WRITES) && !r->io &&
            !dev->intx_level &&
-           !proxy_ring_find_hint(&dev->link, MPQEMU_HINT_SYNC_WRITE, r->index,
-                                 addr, size);
+           !proxy_ring_write_is_sync(&dev->link, r->index, addr, size);
 }
 
 static uint64_t proxy_region_read(void *opaque, hwaddr addr, unsigned size)

@@ -204,6 +204,21 @@ bool proxy_ring_drain_locked(ProxyLink *link, Error **errp)
     return true;
 }
 
+/* Whether a write of @size bytes at @offset touches a SYNC_WRITE range */
+bool proxy_ring_write_is_sync(ProxyLink *link, uint8_t region,
+                              uint64_t offset, uint8_t size)
+{
+    for (uint32_t i = 0; i < link->nr_hints; i++) {
+        const MPQemuAccessHint *h = &link->hints[i];
+
+        if (h->kind == MPQEMU_HINT_SYNC_WRITE && h->region == region &&
+            offset < h->offset + h->size && h->offset < offset + size) {
+            return true;
+        }
+    }
+    return false;
+}
+
 const MPQemuAccessHint *proxy_ring_find_hint(ProxyLink *link, uint8_t kind,
                                              uint8_t region, uint64_t offset,
                                              uint8_t size)

@@ -76,6 +76,8 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
                               uint64_t offset, uint8_t size, uint64_t *value,
                               bool posted, Error **errp);
 bool proxy_ring_drain_locked(ProxyLink *link, Error **errp);
+bool proxy_ring_write_is_sync(ProxyLink *link, uint8_t region,
+                              uint64_t offset, uint8_t size);
 const MPQemuAccessHint *proxy_ring_find_hint(ProxyLink *link, uint8_t kind,
                                              uint8_t region, uint64_t offset,
                                              uint8_t size);

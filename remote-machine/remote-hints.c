@@ -114,6 +114,23 @@ static void virtio_pci_hints(PCIDevice *pdev, RemoteHintList *l)
 }
 
 /*
+ * LSI53C895A and LSI53C810 (hw/scsi/lsi53c895a.c): a write that starts or
+ * wakes the SCRIPTS processor (ISTAT0's SIGP, the last byte of DSP, DCNTL's
+ * start bit) runs the SCRIPTS before the write completes. In-process, the
+ * guest's next access therefore finds them done. Posted, several such
+ * writes pile up and one run does the work of several; QEMU stops a run
+ * after 500 instructions and resumes it 500 µs later, so the guest's
+ * queue of commands waits, and keeps waiting, every burst after. These
+ * writes stay synchronous. The registers are in BAR 1 (memory).
+ */
+static void lsi_hints(PCIDevice *pdev, RemoteHintList *l)
+{
+    add_sync(l, 1, 0x14, 1);                          /* ISTAT0 */
+    add_sync(l, 1, 0x2c, 4);                          /* DSP */
+    add_sync(l, 1, 0x3b, 1);                          /* DCNTL */
+}
+
+/*
  * Any device with MSI-X: writes to the vector table stay synchronous, so
  * that a message pending on a vector the guest unmasks is delivered before
  * the vCPU goes on, as in-process.
@@ -144,6 +161,8 @@ uint32_t remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
         nvme_hints(pdev, &l);
     } else if (object_dynamic_cast(OBJECT(pdev), TYPE_VIRTIO_PCI)) {
         virtio_pci_hints(pdev, &l);
+    } else if (object_dynamic_cast(OBJECT(pdev), "lsi53c895a")) {
+        lsi_hints(pdev, &l);
     }
     *shadow_size = l.shadow_size;
     return l.nr;

@@ -307,7 +307,7 @@ class VM:
     """
 
     def __init__(self, mode, machine, disk, append="", extra_main_args=(), name=None,
-                 boot_timeout=120, workdir=None):
+                 boot_timeout=120, workdir=None, extra_remote_args=()):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.mode = mode
@@ -315,6 +315,7 @@ class VM:
         self.disk = disk
         self.append = append
         self.extra_main_args = list(extra_main_args)
+        self.extra_remote_args = list(extra_remote_args)
         self.name = name or f"{mode}-{machine}"
         self.boot_timeout = boot_timeout
         self.qemu = qemu_binary()
@@ -334,11 +335,12 @@ class VM:
     # ------------------------------------------------------------ command lines
     def remote_args(self, transport):
         """transport: 'fd=N' or 'socket=PATH'."""
-        return [self.qemu, "-machine", "x-remote", "-nodefaults", "-display", "none",
-                "-device", "lsi53c895a,id=lsi1",
-                "-drive", f"id=d1,file={self.disk},format=raw,if=none",
-                "-device", "scsi-hd,drive=d1,bus=lsi1.0",
-                "-object", f"x-remote-object,id=robj1,devid=lsi1,{transport}"]
+        return ([self.qemu, "-machine", "x-remote", "-nodefaults", "-display", "none",
+                 "-device", "lsi53c895a,id=lsi1",
+                 "-drive", f"id=d1,file={self.disk},format=raw,if=none",
+                 "-device", "scsi-hd,drive=d1,bus=lsi1.0",
+                 "-object", f"x-remote-object,id=robj1,devid=lsi1,{transport}"]
+                + self.extra_remote_args)
 
     def main_args(self, device_args, serial_path, qmp_path):
         return ([self.qemu, "-accel", "tcg", "-machine", self.machine,

@@ -1031,6 +1031,8 @@ static void test_remote_bad_flags(void)
 #define LSI_MMIO_SIZE           1024
 #define LSI_REG_DSTAT           0x0c
 #define LSI_REG_ISTAT0          0x14
+#define LSI_REG_DSP             0x2c
+#define LSI_REG_DCNTL           0x3b
 #define LSI_REG_SCRATCHA        0x34
 #define LSI_REG_DIEN            0x39
 #define LSI_REG_SCRATCHB        0x5c    /* SCRATCHB to SCRATCHR follow */
@@ -2190,7 +2192,7 @@ static void test_remote_hints_refused(void)
     g_free(remote_access_hints_refused(&r));
     remote_check_works(&r);
 
-    /* with posted writes, the answer: an LSI has no MSI-X, so no hints */
+    /* with posted writes, the answer: the LSI's SCRIPTS starters */
     remote_reconnect(&r);
     g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
                                               MPQEMU_FEATURE_POSTED_WRITES),
@@ -2200,11 +2202,11 @@ static void test_remote_hints_refused(void)
     req.hdr.size = 8;
     expect_error_free(r.fd, &req);
     remote_access_hints(&r, &hints);
-    g_assert_cmpuint(hints.nr_hints, ==, 0);
+    g_assert_cmpuint(hints.nr_hints, ==, 3);
     g_assert_cmpuint(hints.shadow_size, ==, 0);
     /* asking again before the ring is set up is fine */
     remote_access_hints(&r, &hints);
-    g_assert_cmpuint(hints.nr_hints, ==, 0);
+    g_assert_cmpuint(hints.nr_hints, ==, 3);
 
     /* once the ring is set up, the hints cannot change any more */
     test_ring_init(&t, MPQEMU_RING_SIZE);
@@ -2310,6 +2312,36 @@ static void test_remote_hints_nvme(void)
     g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SHADOW, 0, NVME_REG_VS,
                                NVME_REG_VS + 4));
 
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/*
+ * The LSI: the writes that start or wake its SCRIPTS processor wait for it,
+ * the other registers (SCRATCHA here) are posted; nothing is shadowed.
+ */
+static void test_remote_hints_lsi(void)
+{
+    Remote r;
+    MPQemuAccessHints hints;
+
+    remote_start(&r);
+    g_assert_cmphex(remote_hello_features(&r, HINT_FEATURES), ==,
+                    HINT_FEATURES);
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(hints.nr_hints, ==, 3);
+    g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SYNC_WRITE), ==, 3);
+    g_assert_cmpuint(hints.shadow_size, ==, 0);
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE,
+                               LSI_MMIO_REGION, LSI_REG_ISTAT0,
+                               LSI_REG_ISTAT0 + 1));
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE,
+                               LSI_MMIO_REGION, LSI_REG_DSP, LSI_REG_DSP + 4));
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE,
+                               LSI_MMIO_REGION, LSI_REG_DCNTL,
+                               LSI_REG_DCNTL + 1));
+    g_assert_null(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE, LSI_MMIO_REGION,
+                            LSI_REG_SCRATCHA, LSI_REG_SCRATCHA + 1));
     remote_check_works(&r);
     remote_stop(&r);
 }
@@ -4879,6 +4911,7 @@ static void test_proxy_posted_sync_write(void)
     f = fake_ring_new(RING_ANSWER, MPQEMU_FEATURE_RING |
                       MPQEMU_FEATURE_POSTED_WRITES);
     fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, 0x80, 4);
+    fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 0, 0x93, 1);
     f->ring_delay_ms = FAKE_SLOW_MS;
     proxy_test_start_ring_fake(&t, f, "");
 
@@ -4888,6 +4921,13 @@ static void test_proxy_posted_sync_write(void)
     entry = fake_ring_log(f, -1);
     g_assert_cmphex(entry.offset, ==, 0x80);
     g_assert_cmphex(entry.value, ==, 0x5a);
+    g_assert_cmphex(entry.flags, ==, 0);
+
+    /* a wider write that covers a hinted byte waits as well */
+    elapsed_ms = proxy_timed_write(&t, 0x90, 0x5e);
+    g_assert_cmpint(elapsed_ms, >=, FAKE_SLOW_MS - 20);
+    entry = fake_ring_log(f, -1);
+    g_assert_cmphex(entry.offset, ==, 0x90);
     g_assert_cmphex(entry.flags, ==, 0);
     n = fake_counter(f, &f->bar_writes);
 
@@ -5137,6 +5177,8 @@ int main(int argc, char **argv)
                    test_remote_hints_refused);
     qtest_add_func("/mpqemu/protocol/remote/migration/hostile",
                    test_remote_migration_hostile);
+    qtest_add_func("/mpqemu/protocol/remote/hints/lsi",
+                   test_remote_hints_lsi);
     qtest_add_func("/mpqemu/protocol/remote/hints/nvme",
                    test_remote_hints_nvme);
 
