@@ -345,6 +345,21 @@ static AddressSpace *remote_region_as(RemoteObject *o, int region)
  * A BAR access, from a request on the socket or from the ring. Returns 0,
  * or a negative errno (with @errp) for an access outside the device.
  */
+/*
+ * Whether an access can go straight to the BAR's own region: one that ends
+ * in the device's callbacks (no container, alias, RAM or ROM device) and
+ * takes an access of this size here. That is where the BAR's address space
+ * would send it too, after a lookup that costs as much as the access.
+ */
+static bool remote_region_direct(MemoryRegion *mr, uint64_t offset,
+                                 unsigned size, bool write)
+{
+    return mr->terminates && !mr->alias && !memory_region_is_ram(mr) &&
+           !memory_region_is_romd(mr) && QTAILQ_EMPTY(&mr->subregions) &&
+           memory_region_access_valid(mr, offset, size, write,
+                                      MEMTXATTRS_UNSPECIFIED);
+}
+
 int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
                              uint64_t offset, unsigned size, uint64_t *value,
                              Error **errp)
@@ -375,7 +390,15 @@ int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
      * in the BAR) is answered as the memory core answers it in-process:
      * the read gives what the core returned, the write is dropped.
      */
-    if (write) {
+    if (remote_region_direct(r->memory, offset, size, write)) {
+        MemOp op = size_memop(size) | MO_LE;
+
+        res = write ?
+            memory_region_dispatch_write(r->memory, offset, *value, op,
+                                         MEMTXATTRS_UNSPECIFIED) :
+            memory_region_dispatch_read(r->memory, offset, value, op,
+                                        MEMTXATTRS_UNSPECIFIED);
+    } else if (write) {
         stn_le_p(buf, size, *value);
         res = address_space_write(remote_region_as(o, region), offset,
                                   MEMTXATTRS_UNSPECIFIED, buf, size);
