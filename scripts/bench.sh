@@ -12,7 +12,8 @@
 # idle window; ratios to in-process next to the task's targets (met / NOT met).
 # See scripts/mpqemu-bench.py; arguments are passed on, e.g. --quick for a short
 # run (about 4 minutes), --reps 5, --devices nvme,virtio-blk, --transport fd,
-# --idle-seconds 20, --no-upstream.
+# --idle-seconds 20, --no-upstream, --pin (each VM's vCPU thread on one CPU, all
+# its other threads and its remote process on another, in every column).
 # Not part of `make check`. Exits non-zero if a configuration of ours could not be
 # measured (upstream not running is expected and is not a failure).
 #

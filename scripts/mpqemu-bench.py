@@ -527,6 +527,26 @@ def rand_read(columns, key, reps, seconds, jobs):
 
 # ---------------------------------------------------------------- one device class
 
+def pin_vm(vm):
+    """--pin: the vCPU threads on the last CPU we may use, every other thread
+    of the main QEMU and of the remote process on the first.
+
+    The split a deployment makes with vCPU and emulator pinning: it takes the
+    host scheduler's placement out of the comparison.  Threads created later
+    (I/O workers) inherit the CPU of the thread that creates them, the main
+    loop's.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise VMError(f"--pin needs two CPUs, this process may use {cpus}")
+    vcpus = {cpu["thread-id"] for cpu in vm.qmp.cmd("query-cpus-fast")}
+    for pid in vm.pids().values():
+        if not pid:
+            continue
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), {cpus[-1]} if int(tid) in vcpus else {cpus[0]})
+
+
 def boot(devclass, mode, args, disk):
     """Start the VM of one column and find its device; returns the Column."""
     vm = BenchVM(devclass, mode.vm_mode, args.machine, disk, proxy_opts=mode.proxy_opts,
@@ -538,6 +558,8 @@ def boot(devclass, mode, args, disk):
         vm.start()
         log(f"bench: {col.name}: guest up in {time.monotonic() - t0:.1f} s, "
             f"pids {vm.pids()}")
+        if args.pin:
+            pin_vm(vm)
         bdfs = pci_functions(vm, devclass.vendor_device)
         if len(bdfs) != 1:
             raise VMError(f"guest sees {len(bdfs)} {devclass.name} functions "
@@ -888,6 +910,9 @@ def print_table(args, results, classes, modes, upstream):
     print("  ring     = proxied, x-pci-proxy-dev defaults (shared-memory ring)")
     print("  socket   = proxied, x-pci-proxy-dev ring=off (every access over the socket)")
     print(f"  (both proxied columns link main and remote by {args.transport})")
+    if args.pin:
+        print("  pinned: in every column the vCPU thread has one CPU, the other threads "
+              "(main loop, I/O workers, remote process) the other")
     if upstream is not None:
         print(f"  upstream = {args.upstream_qemu} (QEMU {args.upstream_version}), "
               "upstream's x-pci-proxy-dev, fd=, TCG")
@@ -1001,6 +1026,9 @@ def main():
                         help="idle window for the idle CPU figure (10)")
     parser.add_argument("--idle-settle", type=float, default=1.0,
                         help="pause between the last measurement and the idle window (1)")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin each VM's vCPU thread to one CPU and its other threads, "
+                        "remote process included, to another, in every column")
     parser.add_argument("--no-upstream", action="store_true",
                         help="leave out the upstream column (and do not install it)")
     parser.add_argument("--upstream-qemu",
