@@ -342,10 +342,6 @@ static AddressSpace *remote_region_as(RemoteObject *o, int region)
 }
 
 /*
- * A BAR access, from a request on the socket or from the ring. Returns 0,
- * or a negative errno (with @errp) for an access outside the device.
- */
-/*
  * Whether an access can go straight to the BAR's own region: one that ends
  * in the device's callbacks (no container, alias, RAM or ROM device) and
  * takes an access of this size here. That is where the BAR's address space
@@ -360,6 +356,10 @@ static bool remote_region_direct(MemoryRegion *mr, uint64_t offset,
                                       MEMTXATTRS_UNSPECIFIED);
 }
 
+/*
+ * A BAR access, from a request on the socket or from the ring. Returns 0,
+ * or a negative errno (with @errp) for an access outside the device.
+ */
 int remote_object_bar_access(RemoteObject *o, bool write, unsigned region,
                              uint64_t offset, unsigned size, uint64_t *value,
                              Error **errp)

@@ -543,8 +543,11 @@ def pin_vm(vm):
     for pid in vm.pids().values():
         if not pid:
             continue
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(tid), {cpus[-1]} if int(tid) in vcpus else {cpus[0]})
+        for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+            try:
+                os.sched_setaffinity(tid, {cpus[-1]} if tid in vcpus else {cpus[0]})
+            except ProcessLookupError:
+                pass    # a thread that ended meanwhile
 
 
 def boot(devclass, mode, args, disk):
