@@ -20,7 +20,7 @@ HELLO, DEVICE_INFO, CONFIG_READ, CONFIG_WRITE, BAR_READ, BAR_WRITE, \
     MEMORY_MAP, RESET, SET_IRQ, MSI, RING_SETUP, ACCESS_HINTS, \
     IOEVENTFD = range(1, 14)
 
-FEATURE_RING, FEATURE_POSTED, FEATURE_SHADOW, FEATURE_IOEVENTFD = 1, 2, 4, 8
+FEATURE_RING, FEATURE_POSTED, FEATURE_SHADOW, FEATURE_IOEVENTFD = 0x80, 2, 4, 8
 
 # fuzz-input.h: opcodes and descriptor kinds
 OP_DATA, OP_CALL, OP_POLL, OP_RING, OP_EOF = range(5)
@@ -190,7 +190,8 @@ def remote_seeds():
     s = {}
     h = data(msg(HELLO, hello(0), ident=1))
     s["hello"] = h + poll()
-    s["hello-features"] = data(msg(HELLO, hello(15), ident=1)) + poll()
+    all_ring = FEATURE_RING | FEATURE_POSTED | FEATURE_SHADOW | FEATURE_IOEVENTFD
+    s["hello-features"] = data(msg(HELLO, hello(all_ring), ident=1)) + poll()
     s["hello-bad-version"] = data(msg(HELLO, struct.pack(
         "<IIQ", 7, 0, 0) + b"\0" * 64, ident=1)) + poll()
     s["device-info"] = h + data(msg(DEVICE_INFO, ident=2)) + poll()
@@ -215,11 +216,12 @@ def remote_seeds():
         FEATURE_IOEVENTFD
     s["ring-setup"] = (data(msg(HELLO, hello(features), ident=1)) +
                        data(msg(ACCESS_HINTS, ident=2)) +
-                       data(msg(RING_SETUP, ring_setup(8192), ident=3,
+                       data(msg(RING_SETUP, ring_setup(8192 + 4096), ident=3,
                                 nfds=3), 3, FDS_RING) +
                        data(msg(BAR_READ, bar_access(1, 0, 4), ident=4)) +
                        poll())
-    s["access-hints"] = (data(msg(HELLO, hello(3), ident=1)) +
+    s["access-hints"] = (data(msg(HELLO, hello(FEATURE_RING | FEATURE_POSTED),
+                                  ident=1)) +
                          data(msg(ACCESS_HINTS, ident=2)) + poll())
     s["partial"] = (h + poll() +
                     data(msg(CONFIG_READ, config_access(0, 2), ident=2)[:7]) +

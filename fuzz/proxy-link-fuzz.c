@@ -196,14 +196,21 @@ static void scribble_ring(ProxyLink *link, const uint8_t *op)
 {
     MPQemuRing *ring = link->ring;
     uint32_t next = link->ring_seq + 1;
-    MPQemuRingEntry *e = &ring->entry[next % MPQEMU_RING_ENTRIES];
+    MPQemuRingEntry *e = mpqemu_ring_entry(ring, next);
+    MPQemuRingEntry *last = mpqemu_ring_entry(ring, link->ring_seq);
     uint8_t *shadow = mpqemu_ring_shadow(ring);
     size_t shadow_len = link->ring_size - MPQEMU_RING_SIZE;
 
-    /* usually answered in time, sometimes not, sometimes from far away */
-    ring->resp_seq = next + (int8_t)op[0] / 32;
+    /*
+     * usually answered in time, sometimes not, sometimes from far away; and
+     * the request before, which the proxy may wait for, too
+     */
+    e->resp_seq = next + (int8_t)op[0] / 32;
     if (op[1] & 1) {
-        ring->resp_seq = fuzz_le32(op + 8);
+        e->resp_seq = fuzz_le32(op + 8);
+    }
+    if (op[1] & 2) {
+        last->resp_seq = link->ring_seq + (int8_t)op[0] / 64;
     }
     ring->shadow_gen = op[2];
     ring->posted_errors += op[3] & 3;

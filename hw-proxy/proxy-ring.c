@@ -108,22 +108,23 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
                                    Error **errp)
 {
     MPQemuRing *ring = link->ring;
-    int64_t start, deadline;
+    int64_t start = 0, deadline;
     Error *err = NULL;
 
-    if (!mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
-        return true;    /* most often, and the clock costs as much */
-    }
-    start = get_clock();
-    deadline = start + (int64_t)link->timeout_ms * SCALE_MS;
-    for (unsigned spins = 1;
-         mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq);
-         spins++) {
+    /*
+     * Most answers come within a few hundred nanoseconds: look at the ring,
+     * and only now and then at the clock, which costs about as much as a
+     * look and would delay seeing the answer.
+     */
+    for (unsigned spins = 1; !mpqemu_ring_answered(ring, seq); spins++) {
         int64_t waited;
 
-        /* Most answers come at once: look at the ring, not at the clock */
         if (spins % PROXY_RING_SPINS_PER_CLOCK) {
             cpu_relax();
+            continue;
+        }
+        if (!start) {
+            start = get_clock();
             continue;
         }
         waited = get_clock() - start;
@@ -135,13 +136,14 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
             sched_yield();
         }
     }
-    if (!mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
+    if (mpqemu_ring_answered(ring, seq)) {
         return true;
     }
 
+    deadline = start + (int64_t)link->timeout_ms * SCALE_MS;
     qatomic_set(&ring->proxy_sleeping, 1);
     smp_mb();
-    while (mpqemu_seq_before(qatomic_load_acquire(&ring->resp_seq), seq)) {
+    while (!mpqemu_ring_answered(ring, seq)) {
         struct pollfd pfd[2] = {
             { .fd = link->ring_done_fd, .events = POLLIN },
             { .fd = link->fd, .events = POLLIN },
@@ -258,7 +260,7 @@ static bool proxy_ring_shadow_read_locked(ProxyLink *link, uint8_t region,
         : size != h->width || rel % h->width) {
         return false;
     }
-    if (qatomic_load_acquire(&ring->resp_seq) != link->ring_seq) {
+    if (!mpqemu_ring_answered(ring, link->ring_seq)) {
         return false;
     }
     gen = qatomic_load_acquire(&ring->shadow_gen);
@@ -295,7 +297,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
 {
     MPQemuRing *ring = link->ring;
     uint32_t seq = link->ring_seq + 1;
-    MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
+    MPQemuRingEntry *e = mpqemu_ring_entry(ring, seq);
     Error *err = NULL;
     uint32_t notified, notify_seq;
     int64_t deadline;
@@ -321,7 +323,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     qatomic_set(&e->offset, offset);
     qatomic_set(&e->value, *value);
     notified = link->notify_count;
-    qatomic_store_release(&ring->req_seq, seq);
+    qatomic_store_release(&e->req_seq, seq);
     link->ring_seq = seq;
     smp_mb();
     if (qatomic_read(&ring->remote_sleeping)) {

@@ -148,7 +148,7 @@ static void remote_ring_shadow_refresh(RemoteRing *rr)
 /* With the BQL: serve one entry; the proxy may change it at any time */
 static void remote_ring_serve_entry(RemoteRing *rr, uint32_t seq)
 {
-    MPQemuRingEntry *e = &rr->ring->entry[seq % MPQEMU_RING_ENTRIES];
+    MPQemuRingEntry *e = mpqemu_ring_entry(rr->ring, seq);
     uint32_t cmd = qatomic_read(&e->cmd);
     uint8_t region = qatomic_read(&e->region);
     uint8_t size = qatomic_read(&e->size);
@@ -188,22 +188,31 @@ static void remote_ring_serve_entry(RemoteRing *rr, uint32_t seq)
     qatomic_set(&e->status, status);
     qatomic_set(&e->intx, intx < 0 ? 0 : MPQEMU_RING_INTX_CHANGED | intx);
     qatomic_set(&e->notify_seq, remote_object_notify_count(rr->owner));
+    qatomic_store_release(&e->resp_seq, seq);
+}
+
+/* Whether the proxy queued the request after the last one served */
+static bool remote_ring_pending(RemoteRing *rr)
+{
+    uint32_t next = rr->served + 1;
+    MPQemuRingEntry *e = mpqemu_ring_entry(rr->ring, next);
+
+    return qatomic_load_acquire(&e->req_seq) == next;
 }
 
 /*
- * With the BQL: serve what is in the ring, in order, then answer. Requests
- * a hostile proxy claims beyond a full ring are served in later rounds.
+ * With the BQL: serve what is in the ring, in order, answering each entry
+ * as it is done. Requests a hostile proxy keeps queueing are served in
+ * later rounds, a ring's worth at a time.
  */
 static void remote_ring_serve_locked(RemoteRing *rr)
 {
     MPQemuRing *ring = rr->ring;
-    uint32_t seq = qatomic_load_acquire(&ring->req_seq);
 
-    for (int n = 0; rr->served != seq && n < MPQEMU_RING_ENTRIES; n++) {
+    for (int n = 0; n < MPQEMU_RING_ENTRIES && remote_ring_pending(rr); n++) {
         remote_ring_serve_entry(rr, rr->served + 1);
         rr->served++;
     }
-    qatomic_store_release(&ring->resp_seq, rr->served);
     smp_mb();
     if (qatomic_read(&ring->proxy_sleeping)) {
         eventfd_write(rr->done_fd, 1);
@@ -226,8 +235,7 @@ static bool remote_ring_serve(RemoteRing *rr)
 {
     int64_t now;
 
-    if (rr->stopped ||
-        qatomic_load_acquire(&rr->ring->req_seq) == rr->served) {
+    if (rr->stopped || !remote_ring_pending(rr)) {
         return false;
     }
     remote_ring_serve_locked(rr);
@@ -475,8 +483,8 @@ RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
     /* Stale until a shadowed register is first read */
     rr->shadow_gen = 1;
     qatomic_set(&rr->ring->shadow_gen, rr->shadow_gen);
-    /* Requests count from here: the proxy may send one as soon as we reply */
-    rr->served = qatomic_load_acquire(&rr->ring->req_seq);
+    /* The proxy's first request will be number 1 */
+    rr->served = 0;
     rr->poll_ns = REMOTE_RING_POLL_START_NS;
     rr->epoll_fd = epoll_fd;
     rr->socket_fd = socket_fd;

@@ -60,8 +60,12 @@ typedef struct QEMU_PACKED MPQemuHello {
     char devid[MPQEMU_DEVID_MAX];   /* reply: the remote's device id, NUL-padded */
 } MPQemuHello;
 
-/* BAR accesses through a shared-memory ring (see mpqemu/ring.h) */
-#define MPQEMU_FEATURE_RING     (1ULL << 0)
+/*
+ * BAR accesses through a shared-memory ring (see mpqemu/ring.h). Bit 0 was
+ * an earlier layout of the ring, with one pair of sequence numbers for all
+ * its entries; nobody offers it any more.
+ */
+#define MPQEMU_FEATURE_RING     (1ULL << 7)
 /* With the ring: memory writes the device does not mark are posted */
 #define MPQEMU_FEATURE_POSTED_WRITES (1ULL << 1)
 /* With the ring: side-effect-free registers are read from a shared copy */

@@ -1057,6 +1057,7 @@ typedef struct TestRing {
     int kick_fd;
     int done_fd;
     uint32_t seq;           /* the last request put in the ring */
+    uint32_t published;     /* the last one handed to the remote */
 } TestRing;
 
 static void test_ring_init(TestRing *t, size_t file_size)
@@ -1261,7 +1262,13 @@ static int remote_ring_maps(Remote *r)
 /* The entry request @seq uses */
 static MPQemuRingEntry *ring_entry(TestRing *t, uint32_t seq)
 {
-    return &t->ring->entry[seq % MPQEMU_RING_ENTRIES];
+    return mpqemu_ring_entry(t->ring, seq);
+}
+
+/* The number of the request the remote answered last in @seq's entry */
+static uint32_t ring_resp_seq(TestRing *t, uint32_t seq)
+{
+    return qatomic_load_acquire(&ring_entry(t, seq)->resp_seq);
 }
 
 /*
@@ -1286,12 +1293,16 @@ static void ring_put(TestRing *t, uint32_t cmd, uint8_t region, uint8_t size,
     qatomic_set(&e->intx, RING_INTX_UNSET);
 }
 
-/* Hand the requests put so far to the remote: one req_seq, one kick */
+/* Hand the requests put so far to the remote, in order, with one kick */
 static void ring_publish(TestRing *t)
 {
     MPQemuRing *ring = t->ring;
 
-    qatomic_store_release(&ring->req_seq, t->seq);
+    while (t->published != t->seq) {
+        t->published++;
+        qatomic_store_release(&ring_entry(t, t->published)->req_seq,
+                              t->published);
+    }
     smp_mb();
     if (qatomic_read(&ring->remote_sleeping)) {
         g_assert_cmpint(eventfd_write(t->kick_fd, 1), ==, 0);
@@ -1322,8 +1333,7 @@ static bool ring_wait(TestRing *t, int ms)
         int64_t left = (deadline - g_get_monotonic_time()) / 1000;
         eventfd_t count;
 
-        if (signalled &&
-            qatomic_load_acquire(&t->ring->resp_seq) == t->seq) {
+        if (signalled && ring_resp_seq(t, t->seq) == t->seq) {
             return true;
         }
         if (left <= 0) {
@@ -1344,7 +1354,7 @@ static void ring_publish_wait(TestRing *t)
     ring_publish(t);
     if (!ring_wait(t, IO_TIMEOUT_MS)) {
         g_test_message("no answer in the ring to request %u (resp_seq %u)",
-                       t->seq, qatomic_read(&t->ring->resp_seq));
+                       t->seq, ring_resp_seq(t, t->seq));
         g_assert_not_reached();
     }
     qatomic_set(&t->ring->proxy_sleeping, 0);
@@ -1438,10 +1448,13 @@ static void test_remote_ring_not_negotiated(void)
     g_assert_cmpint(remote_ring_maps(&r), ==, 0);
     remote_check_works(&r);
 
-    /* unknown feature bits are not granted, and do not imply RING */
+    /*
+     * unknown feature bits, the retired bit of the first ring layout among
+     * them, are not granted, and do not imply RING
+     */
     remote_drop(&r);
     remote_connect(&r);
-    g_assert_cmphex(remote_hello_features(&r, 1ULL << 7 | 1ULL << 63), ==, 0);
+    g_assert_cmphex(remote_hello_features(&r, 1ULL << 0 | 1ULL << 63), ==, 0);
     unknown_only = remote_ring_setup_refused(&r, MPQEMU_RING_SIZE, fds, 3);
     g_assert_nonnull(strstr(unknown_only, "negotiated"));
     g_assert_cmpint(remote_ring_maps(&r), ==, 0);
@@ -1451,7 +1464,7 @@ static void test_remote_ring_not_negotiated(void)
     remote_drop(&r);
     remote_connect(&r);
     g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
-                                              1ULL << 7 | 1ULL << 63), ==,
+                                              1ULL << 0 | 1ULL << 63), ==,
                     MPQEMU_FEATURE_RING);
     remote_ring_setup(&r, &t);
     g_assert_cmpint(wait_ring_maps(qtest_pid(r.qts), 1, IO_TIMEOUT_MS), ==, 1);
@@ -1666,7 +1679,7 @@ static void test_remote_ring_twice(void)
     ring_submit(&second, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION,
                 4, LSI_REG_SCRATCHA, 0);
     g_assert_false(ring_wait(&second, 100));
-    g_assert_cmpuint(qatomic_read(&second.ring->resp_seq), ==, 0);
+    g_assert_cmpuint(ring_resp_seq(&second, second.seq), ==, 0);
     remote_check_works(&r);
 
     remote_stop(&r);
@@ -1863,8 +1876,8 @@ static void test_remote_ring_first_request(void)
             g_test_message("round %d: the first request in the ring was "
                            "never answered (req_seq %u, resp_seq %u, "
                            "remote_sleeping %u)", round,
-                           qatomic_read(&t.ring->req_seq),
-                           qatomic_read(&t.ring->resp_seq),
+                           qatomic_read(&ring_entry(&t, t.seq)->req_seq),
+                           ring_resp_seq(&t, t.seq),
                            qatomic_read(&t.ring->remote_sleeping));
             /* the next request is: the first one was skipped, not slow */
             ring_submit(&t, MPQEMU_CMD_BAR_READ, 0, 1, 0, 0);
@@ -2572,7 +2585,7 @@ static void test_remote_ring_batch(void)
     Remote r;
     TestRing t;
     uint32_t expect[LSI_NR_SCRATCH] = { 0 };
-    uint32_t first;
+    uint32_t first, skipped;
     MPQemuRingEntry *e;
 
     remote_start_named(&r);
@@ -2599,9 +2612,9 @@ static void test_remote_ring_batch(void)
                  LSI_REG_SCRATCHA, 0);
         ring_publish_wait(&t);
 
-        g_assert_cmpuint(qatomic_read(&t.ring->resp_seq), ==,
-                         first + writes);
+        g_assert_cmpuint(t.seq, ==, first + writes);
         for (uint32_t seq = first; seq != t.seq + 1; seq++) {
+            g_assert_cmpuint(ring_resp_seq(&t, seq), ==, seq);
             g_assert_cmpint(qatomic_read(&ring_entry(&t, seq)->status), ==,
                             0);
         }
@@ -2653,18 +2666,47 @@ static void test_remote_ring_batch(void)
                     expect[0]);
 
     /*
-     * A proxy that claims more requests than the ring holds: the remote
-     * serves them in later rounds (the entries over and over), and goes
-     * on working.
+     * A proxy that skips a number: nothing after the gap is served, since
+     * the remote cannot tell a request there from an old one. Once the
+     * missing request comes, everything is, in order.
      */
-    for (int i = 0; i < MPQEMU_RING_ENTRIES; i++) {
-        ring_put(&t, MPQEMU_CMD_BAR_READ, LSI_MMIO_REGION, 4, 0,
-                 LSI_REG_SCRATCHA, 0);
+    skipped = ++t.seq;
+    t.published = skipped;          /* not handed over, for now */
+    for (int i = 0; i < MPQEMU_RING_ENTRIES - 1; i++) {
+        ring_put(&t, MPQEMU_CMD_BAR_WRITE, LSI_MMIO_REGION, 4, 0,
+                 LSI_REG_SCRATCHA, 0xa000 + i);
     }
-    t.seq += 10 * MPQEMU_RING_ENTRIES;
-    ring_publish_wait(&t);
-    g_assert_cmphex(qatomic_read(&ring_entry(&t, t.seq)->value), ==,
-                    expect[0]);
+    ring_publish(&t);
+    g_usleep(100 * 1000);
+    g_assert_cmpuint(ring_resp_seq(&t, t.seq), !=, t.seq);
+    g_assert_cmphex(qatomic_read(&ring_entry(&t, t.seq)->status), ==,
+                    RING_STATUS_UNSET);
+    g_assert_cmphex(remote_bar_read(&r, LSI_MMIO_REGION, LSI_REG_SCRATCHA,
+                                    4), ==, expect[0]);
+    /* the missing one, a read, is served first */
+    e = ring_entry(&t, skipped);
+    qatomic_set(&e->cmd, MPQEMU_CMD_BAR_READ);
+    qatomic_set(&e->region, LSI_MMIO_REGION);
+    qatomic_set(&e->size, 4);
+    qatomic_set(&e->flags, 0);
+    qatomic_set(&e->offset, LSI_REG_SCRATCHA);
+    qatomic_set(&e->status, RING_STATUS_UNSET);
+    qatomic_set(&e->value, RING_VALUE_UNSET);
+    qatomic_set(&t.ring->proxy_sleeping, 1);
+    qatomic_store_release(&e->req_seq, skipped);
+    smp_mb();
+    if (qatomic_read(&t.ring->remote_sleeping)) {
+        g_assert_cmpint(eventfd_write(t.kick_fd, 1), ==, 0);
+    }
+    g_assert_true(ring_wait(&t, IO_TIMEOUT_MS));
+    qatomic_set(&t.ring->proxy_sleeping, 0);
+    g_assert_cmphex(qatomic_read(&e->value), ==, expect[0]);
+    for (uint32_t seq = skipped; seq != t.seq + 1; seq++) {
+        g_assert_cmpuint(ring_resp_seq(&t, seq), ==, seq);
+        g_assert_cmpint(qatomic_read(&ring_entry(&t, seq)->status), ==, 0);
+    }
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
+                    0xa000 + MPQEMU_RING_ENTRIES - 2);
     g_assert_cmpuint(qatomic_read(&t.ring->posted_errors), ==, 3);
     g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, lsi_scratch(1), 4), ==,
                     0x600d0001);
@@ -3127,8 +3169,8 @@ static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
     ring = map;
     f->kick_fd = dup(req->fds[1]);
     f->done_fd = dup(req->fds[2]);
-    /* before the reply: the proxy may use the ring as soon as it has it */
-    f->ring_served = qatomic_load_acquire(&ring->req_seq);
+    /* the proxy's first request is number 1 */
+    f->ring_served = 0;
     /* this remote always sleeps: the proxy kicks for every request */
     qatomic_set(&ring->remote_sleeping, 1);
     /* the shadow is stale until a test fills it */
@@ -3141,17 +3183,32 @@ static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
     mpqemu_msg_init_reply(reply, req, 0);
 }
 
-/* Answer request @seq in the ring, and everything before it */
+/* The last request the proxy queued: the highest number in the ring */
+static uint32_t fake_req_seq(FakeRemote *f)
+{
+    uint32_t last = 0;
+
+    for (int i = 0; i < MPQEMU_RING_ENTRIES; i++) {
+        uint32_t seq = qatomic_load_acquire(&f->ring->entry[i].req_seq);
+
+        if (mpqemu_seq_before(last, seq)) {
+            last = seq;
+        }
+    }
+    return last;
+}
+
+/* Answer request @seq in the ring, the one after the last answered */
 static void fake_ring_answer(FakeRemote *f, uint32_t seq, uint64_t value,
                              uint32_t notify_seq)
 {
     MPQemuRing *ring = f->ring;
-    MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
+    MPQemuRingEntry *e = mpqemu_ring_entry(ring, seq);
 
     qatomic_set(&e->value, value);
     qatomic_set(&e->status, 0);
     qatomic_set(&e->notify_seq, notify_seq);
-    qatomic_store_release(&ring->resp_seq, seq);
+    qatomic_store_release(&e->resp_seq, seq);
     f->ring_served = seq;
     smp_mb();
     if (qatomic_read(&ring->proxy_sleeping)) {
@@ -3163,7 +3220,7 @@ static void fake_ring_answer(FakeRemote *f, uint32_t seq, uint64_t value,
 static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
 {
     MPQemuRing *ring = f->ring;
-    MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
+    MPQemuRingEntry *e = mpqemu_ring_entry(ring, seq);
     MPQemuRingEntry req = {
         .cmd = qatomic_read(&e->cmd),
         .region = qatomic_read(&e->region),
@@ -3287,7 +3344,7 @@ static bool fake_serve_ring(FakeRemote *f, int fd)
     if (delay_ms) {
         g_usleep(delay_ms * 1000);
     }
-    seq = qatomic_load_acquire(&f->ring->req_seq);
+    seq = fake_req_seq(f);
     if (hold && mpqemu_seq_before(seq, hold_seq)) {
         return true;            /* the next kick tells again */
     }
@@ -3298,7 +3355,14 @@ static bool fake_serve_ring(FakeRemote *f, int fd)
         return false;
     }
     while (f->ring_served != seq && !f->ring_stalled) {
-        if (!fake_serve_entry(f, fd, f->ring_served + 1)) {
+        uint32_t next = f->ring_served + 1;
+
+        if (qatomic_load_acquire(&mpqemu_ring_entry(f->ring, next)->req_seq)
+            != next) {
+            fake_error(f, "ring request %u missing before %u", next, seq);
+            return false;
+        }
+        if (!fake_serve_entry(f, fd, next)) {
             return false;
         }
     }
@@ -4256,11 +4320,6 @@ static int test_eventfd_new(void)
     return ev;
 }
 
-static uint32_t fake_req_seq(FakeRemote *f)
-{
-    return qatomic_load_acquire(&f->ring->req_seq);
-}
-
 static void init_ioeventfd(MPQemuMsg *m, uint8_t flags, uint8_t region,
                            uint64_t offset, uint8_t size, uint64_t data,
                            int fd)
@@ -4752,11 +4811,12 @@ static void test_proxy_posted_ring_full(void)
     check_alive(t.qts);
 
     /* all of them are in the ring, in order, posted */
-    g_assert_cmpuint(qatomic_load_acquire(&ring->req_seq), ==,
-                     MPQEMU_RING_ENTRIES);
-    g_assert_cmpuint(qatomic_read(&ring->resp_seq), ==, 0);
+    g_assert_cmpuint(fake_req_seq(f), ==, MPQEMU_RING_ENTRIES);
     for (uint32_t seq = 1; seq <= MPQEMU_RING_ENTRIES; seq++) {
-        MPQemuRingEntry *e = &ring->entry[seq % MPQEMU_RING_ENTRIES];
+        MPQemuRingEntry *e = mpqemu_ring_entry(ring, seq);
+
+        g_assert_cmpuint(e->req_seq, ==, seq);
+        g_assert_cmpuint(e->resp_seq, ==, 0);
 
         g_assert_cmpuint(e->cmd, ==, MPQEMU_CMD_BAR_WRITE);
         g_assert_cmpuint(e->region, ==, 0);
@@ -4770,8 +4830,7 @@ static void test_proxy_posted_ring_full(void)
     elapsed_ms = proxy_timed_write(&t, 0x200, 0xdead);
     g_assert_cmpint(elapsed_ms, >=, 950);
     g_assert_cmpint(elapsed_ms, <, 3000);
-    g_assert_cmpuint(qatomic_load_acquire(&ring->req_seq), ==,
-                     MPQEMU_RING_ENTRIES);
+    g_assert_cmpuint(fake_req_seq(f), ==, MPQEMU_RING_ENTRIES);
     g_assert_cmphex(ring->entry[1].value, ==, 0xc0de0000);
     proxy_check_failed(&t, "timeout");
     g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, 0);
