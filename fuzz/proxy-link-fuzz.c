@@ -145,7 +145,7 @@ static void bar_access(FuzzProxy *p, bool write, uint8_t arg)
 
     if (!proxy_link_bar_access(&p->link, write, arg % MPQEMU_NUM_REGIONS,
                                (arg >> 3) * 8, 1 << ((arg >> 3) & 3), &value,
-                               write && (arg & 0x80), &err)) {
+                               write && (arg & 0x80), false, &err)) {
         assert(err);
         error_free(err);
     }

@@ -202,28 +202,23 @@ static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
 }
 
 /*
- * A vCPU waiting for the remote must not hold up the rest of the VM: the
- * BQL is dropped for the round trip (the link has its own lock), so other
- * vCPUs, other proxied devices and the main loop go on meanwhile.
+ * A vCPU waiting for the remote must not hold up the rest of the VM: it
+ * keeps the BQL only while the answer comes at once, and lets it go for
+ * any longer wait (the link has its own lock), so other vCPUs, other
+ * proxied devices and the main loop go on meanwhile.
  */
 static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
                                 unsigned size, uint64_t *value, bool posted)
 {
-    bool relock = current_cpu && bql_locked();
     Error *err = NULL;
     bool ok;
 
     if (!proxy_is_connected(r->dev)) {
         return false;
     }
-    if (relock) {
-        bql_unlock();
-    }
     ok = proxy_link_bar_access(&r->dev->link, write, r->index, addr, size,
-                               value, posted, &err);
-    if (relock) {
-        bql_lock();
-    }
+                               value, posted, current_cpu && bql_locked(),
+                               &err);
     if (!ok) {
         proxy_access_failed(r->dev, err);
     }

@@ -22,7 +22,10 @@
 
 /* How long a vCPU polls the ring for its answer before it sleeps */
 #define PROXY_RING_POLL_NS      (50 * SCALE_US)
-/* ... with the CPU to itself for this long, then yielding between looks */
+/*
+ * ... with the CPU to itself, and the BQL if it holds it, for this long;
+ * then without the BQL and yielding the CPU between looks
+ */
 #define PROXY_RING_SPIN_NS      (5 * SCALE_US)
 /* How many looks at the ring between looks at the clock */
 #define PROXY_RING_SPINS_PER_CLOCK  8
@@ -131,8 +134,9 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
         if (waited >= PROXY_RING_POLL_NS) {
             break;
         }
-        /* a slow one needs our CPU, maybe */
+        /* a slow one needs our CPU, maybe, and the VM the BQL */
         if (waited >= PROXY_RING_SPIN_NS) {
+            proxy_link_let_bql_go_locked(link);
             sched_yield();
         }
     }
@@ -141,6 +145,7 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
     }
 
     deadline = start + (int64_t)link->timeout_ms * SCALE_MS;
+    proxy_link_let_bql_go_locked(link);
     qatomic_set(&ring->proxy_sleeping, 1);
     smp_mb();
     while (!mpqemu_ring_answered(ring, seq)) {
@@ -356,6 +361,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     }
     if (mpqemu_seq_before(link->notify_count, notify_seq)) {
         deadline = get_clock() + (int64_t)link->timeout_ms * SCALE_MS;
+        proxy_link_let_bql_go_locked(link);
     }
     while (mpqemu_seq_before(link->notify_count, notify_seq)) {
         int64_t left_ms = (deadline - get_clock()) / SCALE_MS;

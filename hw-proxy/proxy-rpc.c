@@ -3,12 +3,13 @@
  * notifications from the remote applied in order, and failing closed when
  * the remote breaks.
  *
- * Requests come from vCPU threads that dropped the BQL for the round trip
- * (BAR accesses) and from code that holds it (config space, the memory map,
- * reset). The link's own lock serializes the use of its socket, so devices
- * never wait for each other; the lock order is BQL, then link lock. What needs the BQL (raising
- * interrupts, tearing the link down) is queued under the link lock and done
- * by whoever holds the BQL once the link lock is dropped.
+ * Requests come from vCPU threads that keep the BQL only while the ring
+ * answers at once (BAR accesses) and from code that holds it (config
+ * space, the memory map, reset). The link's own lock serializes the use of
+ * its socket, so devices never wait for each other; the lock order is BQL,
+ * then link lock. What needs the BQL (raising interrupts, tearing the link
+ * down) is queued under the link lock and done by whoever holds the BQL
+ * once the link lock is dropped.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -365,24 +366,43 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
 }
 
 /*
+ * With the link lock: if the access in progress holds the BQL for its
+ * caller, let it go, before waiting for longer than a quick answer takes
+ */
+void proxy_link_let_bql_go_locked(ProxyLink *link)
+{
+    if (link->bql_held) {
+        link->bql_held = false;
+        bql_unlock();
+    }
+}
+
+/*
  * A BAR access: through the ring when there is one (where a @posted write
- * does not wait for the device), else as a request on the socket.
+ * does not wait for the device), else as a request on the socket. A caller
+ * that holds the BQL and must not keep the VM waiting on the remote (a
+ * vCPU) says so with @bql_briefly: the BQL is kept while the remote answers
+ * through the ring within a few microseconds, which spares taking it again,
+ * and let go before any longer wait or a round trip on the socket. The
+ * access returns with the BQL held as it was on entry.
  */
 bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
                            uint64_t offset, uint8_t size, uint64_t *value,
-                           bool posted, Error **errp)
+                           bool posted, bool bql_briefly, Error **errp)
 {
     MPQemuMsg req, reply;
-    bool ok;
+    bool ok, relock;
 
+    /* the BQL before the link lock, never the other way round */
     qemu_mutex_lock(&link->lock);
+    link->bql_held = bql_briefly;
     if (link->ring && !link->dead) {
         ok = proxy_ring_access_locked(link, write, region, offset, size,
                                       value, posted, errp);
-        proxy_link_unlock_and_settle(link);
-        return ok;
+        goto out;
     }
 
+    proxy_link_let_bql_go_locked(link);
     mpqemu_msg_init(&req, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ,
                     0, 0, sizeof(MPQemuBarAccess));
     req.u.bar.offset = cpu_to_le64(offset);
@@ -393,6 +413,13 @@ bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
     if (ok && !write) {
         *value = le64_to_cpu(reply.u.value.value);
     }
+
+out:
+    relock = bql_briefly && !link->bql_held;
+    link->bql_held = false;
     proxy_link_unlock_and_settle(link);
+    if (relock) {
+        bql_lock();
+    }
     return ok;
 }
