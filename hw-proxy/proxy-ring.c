@@ -70,6 +70,7 @@ bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
     link->ring = map;
     link->ring_size = size;
     link->ring_seq = 0;
+    link->ring_answered = 0;
     link->posted_errors = 0;
     link->ring_kick_fd = kick_fd;
     link->ring_done_fd = done_fd;
@@ -114,6 +115,10 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
     int64_t start = 0, deadline;
     Error *err = NULL;
 
+    if (!mpqemu_seq_before(link->ring_answered, seq)) {
+        return true;
+    }
+
     /*
      * Most answers come within a few hundred nanoseconds: look at the ring,
      * and only now and then at the clock, which costs about as much as a
@@ -141,6 +146,7 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
         }
     }
     if (mpqemu_ring_answered(ring, seq)) {
+        link->ring_answered = seq;
         return true;
     }
 
@@ -183,6 +189,7 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
         error_setg(errp, "%s (waiting for a BAR access)", link->broken);
         return false;
     }
+    link->ring_answered = seq;
     return true;
 }
 
@@ -265,7 +272,8 @@ static bool proxy_ring_shadow_read_locked(ProxyLink *link, uint8_t region,
         : size != h->width || rel % h->width) {
         return false;
     }
-    if (!mpqemu_ring_answered(ring, link->ring_seq)) {
+    if (link->ring_answered != link->ring_seq &&
+        !mpqemu_ring_answered(ring, link->ring_seq)) {
         return false;
     }
     gen = qatomic_load_acquire(&ring->shadow_gen);
@@ -316,7 +324,11 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     }
     posted = posted && write;
 
-    /* The entry is free once the request that used it last was served */
+    /*
+     * The entry is free once the request that used it last was served.
+     * Usually we know that already: looking would fetch the entry's cache
+     * line from the remote just before we write it, one transfer too many.
+     */
     if (!proxy_ring_wait_locked(link, seq - MPQEMU_RING_ENTRIES, errp)) {
         return false;
     }
