@@ -8,6 +8,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/error-report.h"
+#include "qemu/main-loop.h"
 #include "qemu/bswap.h"
 #include "hw/pci/pci_regs.h"
 #include "migration/vmstate.h"
@@ -157,18 +158,37 @@ void proxy_msi_config_write(PCIProxyDev *dev, uint32_t addr, uint32_t val,
     }
 }
 
-/* The guest writes a BAR: follow its MSI-X table programming */
+/* Whether a BAR write lands in the MSI-X table */
+static bool proxy_msix_table_hit(ProxyMsiGuard *g, unsigned region,
+                                 hwaddr addr, unsigned size)
+{
+    uint64_t start = g->msix_table_offset;
+
+    return g->msix_cap && region == g->msix_bir && addr + size > start &&
+           addr < start + g->msix_table_size;
+}
+
+/*
+ * The guest writes a BAR, from a vCPU and usually without the BQL: follow
+ * its MSI-X table programming. Where the table is changes only while the
+ * device is set up, when its BARs take no writes; a write into it takes
+ * the BQL, which guards the copy, and looks again.
+ */
 void proxy_msi_bar_write(PCIProxyDev *dev, unsigned region, hwaddr addr,
                          uint64_t val, unsigned size)
 {
     ProxyMsiGuard *g = &dev->msi;
-    uint64_t start = g->msix_table_offset;
+    uint64_t start;
     unsigned first, last;
 
-    if (!g->msix_cap || region != g->msix_bir || addr + size <= start ||
-        addr >= start + g->msix_table_size) {
+    if (!proxy_msix_table_hit(g, region, addr, size)) {
         return;
     }
+    BQL_LOCK_GUARD();
+    if (!proxy_msix_table_hit(g, region, addr, size)) {
+        return;
+    }
+    start = g->msix_table_offset;
     first = (MAX(addr, start) - start) / PROXY_MSIX_ENTRY_SIZE;
     last = (MIN(addr + size, start + g->msix_table_size) - 1 - start) /
            PROXY_MSIX_ENTRY_SIZE;

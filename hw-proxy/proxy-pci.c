@@ -54,7 +54,7 @@ static void proxy_fail(void *opaque, RemoteDeviceFailureCause cause,
                  "(reads return all-ones, writes are dropped)",
                  proxy_name(dev), reason);
     proxy_ioeventfd_clear(dev);
-    dev->intx_level = false;
+    qatomic_set(&dev->intx_level, false);
     pci_set_irq(PCI_DEVICE(dev), 0);
 
     path = object_get_canonical_path(OBJECT(dev));
@@ -99,7 +99,7 @@ static void proxy_notify(void *opaque, MPQemuMsg *msg)
         int level = !!le32_to_cpu(msg->u.set_irq.level);
 
         trace_proxy_set_irq(proxy_name(dev), level);
-        dev->intx_level = level;
+        qatomic_set(&dev->intx_level, level);
         pci_set_irq(PCI_DEVICE(dev), level);
     }
 }
@@ -202,43 +202,38 @@ static void proxy_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
 }
 
 /*
- * A vCPU waiting for the remote must not hold up the rest of the VM: it
- * keeps the BQL only while the answer comes at once, and lets it go for
- * any longer wait (the link has its own lock), so other vCPUs, other
- * proxied devices and the main loop go on meanwhile.
+ * A BAR access, usually from a vCPU without the BQL: the link has its own
+ * lock, so a vCPU waiting for the remote holds up neither the other vCPUs,
+ * nor other proxied devices, nor the main loop. False if the device is
+ * offline or refused the access.
  */
 static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
                                 unsigned size, uint64_t *value, bool posted)
 {
     Error *err = NULL;
-    bool ok;
 
-    if (!proxy_is_connected(r->dev)) {
-        return false;
+    if (proxy_link_bar_access(&r->dev->link, write, r->index, addr, size,
+                              value, posted, &err)) {
+        return true;
     }
-    ok = proxy_link_bar_access(&r->dev->link, write, r->index, addr, size,
-                               value, posted, current_cpu && bql_locked(),
-                               &err);
-    if (!ok) {
+    if (err) {
+        BQL_LOCK_GUARD();
         proxy_access_failed(r->dev, err);
     }
-    return ok;
+    return false;
 }
 
 /*
  * Whether a write may complete before the device has seen it. As on PCI,
- * memory writes are posted and I/O writes are not; the device may keep
- * registers synchronous; and while the device holds INTx asserted, writes
- * wait, because one of them may be the one that lowers it: the guest must
- * not see the line still up after acknowledging it.
+ * memory writes are posted and I/O writes are not; the link also keeps
+ * the registers the device wants synchronous so. While the device holds
+ * INTx asserted, writes wait, because one of them may be the one that
+ * lowers it: the guest must not see the line still up after acknowledging
+ * it. A guest that took the interrupt sees the level that raised it.
  */
-static bool proxy_write_may_post(ProxyRegion *r, hwaddr addr, unsigned size)
+static bool proxy_write_may_post(ProxyRegion *r)
 {
-    PCIProxyDev *dev = r->dev;
-
-    return (dev->features & MPQEMU_FEATURE_POSTED_WRITES) && !r->io &&
-           !dev->intx_level &&
-           !proxy_ring_write_is_sync(&dev->link, r->index, addr, size);
+    return !r->io && !qatomic_read(&r->dev->intx_level);
 }
 
 static uint64_t proxy_region_read(void *opaque, hwaddr addr, unsigned size)
@@ -263,8 +258,7 @@ static void proxy_region_write(void *opaque, hwaddr addr, uint64_t val,
         return;     /* the expansion ROM is read-only */
     }
     proxy_msi_bar_write(r->dev, r->index, addr, val, size);
-    proxy_region_access(r, true, addr, size, &val,
-                        proxy_write_may_post(r, addr, size));
+    proxy_region_access(r, true, addr, size, &val, proxy_write_may_post(r));
 }
 
 static const MemoryRegionOps proxy_region_ops = {
@@ -409,6 +403,8 @@ static bool proxy_setup_regions(PCIProxyDev *dev, bool again, Error **errp)
                                i == PCI_ROM_SLOT ? "rom" : "bar", i);
         memory_region_init_io(&dev->region[i].mr, OBJECT(dev),
                               &proxy_region_ops, &dev->region[i], name, size);
+        /* the link has its own lock; a vCPU waiting on it holds up nobody */
+        memory_region_enable_lockless_io(&dev->region[i].mr);
         pci_register_bar(pdev, i, type, &dev->region[i].mr);
     }
     return true;
@@ -712,6 +708,8 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
         goto fail;
     }
     dev->connecting = false;
+    proxy_link_open_bars(&dev->link,
+                         dev->features & MPQEMU_FEATURE_POSTED_WRITES);
     return true;
 
 fail:

@@ -22,10 +22,7 @@
 
 /* How long a vCPU polls the ring for its answer before it sleeps */
 #define PROXY_RING_POLL_NS      (50 * SCALE_US)
-/*
- * ... with the CPU to itself, and the BQL if it holds it, for this long;
- * then without the BQL and yielding the CPU between looks
- */
+/* ... with the CPU to itself for this long; then yielding it between looks */
 #define PROXY_RING_SPIN_NS      (5 * SCALE_US)
 /* How many looks at the ring between looks at the clock */
 #define PROXY_RING_SPINS_PER_CLOCK  8
@@ -139,9 +136,8 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
         if (waited >= PROXY_RING_POLL_NS) {
             break;
         }
-        /* a slow one needs our CPU, maybe, and the VM the BQL */
+        /* a slow one may need our CPU */
         if (waited >= PROXY_RING_SPIN_NS) {
-            proxy_link_let_bql_go_locked(link);
             sched_yield();
         }
     }
@@ -151,7 +147,6 @@ static bool proxy_ring_wait_locked(ProxyLink *link, uint32_t seq,
     }
 
     deadline = start + (int64_t)link->timeout_ms * SCALE_MS;
-    proxy_link_let_bql_go_locked(link);
     qatomic_set(&ring->proxy_sleeping, 1);
     smp_mb();
     while (!mpqemu_ring_answered(ring, seq)) {
@@ -219,8 +214,8 @@ bool proxy_ring_drain_locked(ProxyLink *link, Error **errp)
 }
 
 /* Whether a write of @size bytes at @offset touches a SYNC_WRITE range */
-bool proxy_ring_write_is_sync(ProxyLink *link, uint8_t region,
-                              uint64_t offset, uint8_t size)
+static bool proxy_ring_write_is_sync(ProxyLink *link, uint8_t region,
+                                     uint64_t offset, uint8_t size)
 {
     for (uint32_t i = 0; i < link->nr_hints; i++) {
         const MPQemuAccessHint *h = &link->hints[i];
@@ -322,7 +317,8 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
         trace_proxy_shadow_read(region, offset, size, *value);
         return true;
     }
-    posted = posted && write;
+    posted = posted && write && link->post_writes &&
+             !proxy_ring_write_is_sync(link, region, offset, size);
 
     /*
      * The entry is free once the request that used it last was served.
@@ -373,7 +369,6 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     }
     if (mpqemu_seq_before(link->notify_count, notify_seq)) {
         deadline = get_clock() + (int64_t)link->timeout_ms * SCALE_MS;
-        proxy_link_let_bql_go_locked(link);
     }
     while (mpqemu_seq_before(link->notify_count, notify_seq)) {
         int64_t left_ms = (deadline - get_clock()) / SCALE_MS;

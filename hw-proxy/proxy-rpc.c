@@ -3,13 +3,13 @@
  * notifications from the remote applied in order, and failing closed when
  * the remote breaks.
  *
- * Requests come from vCPU threads that keep the BQL only while the ring
- * answers at once (BAR accesses) and from code that holds it (config
+ * Requests come from vCPU threads without the BQL (BAR accesses: the BARs
+ * take their accesses without it) and from code that holds it (config
  * space, the memory map, reset). The link's own lock serializes the use of
- * its socket, so devices never wait for each other; the lock order is BQL,
- * then link lock. What needs the BQL (raising interrupts, tearing the link
- * down) is queued under the link lock and done by whoever holds the BQL
- * once the link lock is dropped.
+ * its socket and ring, so devices never wait for each other; the lock order
+ * is BQL, then link lock. What needs the BQL (raising interrupts, tearing
+ * the link down) is queued under the link lock and done once the link lock
+ * is dropped, by its holder, which takes the BQL for it if need be.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -55,6 +55,7 @@ void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
     qemu_mutex_lock(&link->lock);
     link->fd = fd;
     link->dead = false;
+    link->bars_open = false;
     memset(&link->rx, 0, sizeof(link->rx));
     g_clear_pointer(&link->broken, g_free);
     proxy_link_drop_events_locked(link);
@@ -79,6 +80,7 @@ void proxy_link_close(ProxyLink *link)
     fd = link->fd;
     link->fd = -1;
     link->dead = true;
+    link->bars_open = false;
     mpqemu_recv_state_reset(&link->rx);
     proxy_link_drop_events_locked(link);
     proxy_ring_close(link);
@@ -366,60 +368,64 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
 }
 
 /*
- * With the link lock: if the access in progress holds the BQL for its
- * caller, let it go, before waiting for longer than a quick answer takes
+ * With the BQL, once the device is set up: BAR accesses may use the link
+ * from now on, from any thread. Writes may be posted if @post_writes.
  */
-void proxy_link_let_bql_go_locked(ProxyLink *link)
+void proxy_link_open_bars(ProxyLink *link, bool post_writes)
 {
-    if (link->bql_held) {
-        link->bql_held = false;
-        bql_unlock();
-    }
+    assert(bql_locked());
+    qemu_mutex_lock(&link->lock);
+    link->bars_open = true;
+    link->post_writes = post_writes;
+    qemu_mutex_unlock(&link->lock);
 }
 
-/*
- * A BAR access: through the ring when there is one (where a @posted write
- * does not wait for the device), else as a request on the socket. A caller
- * that holds the BQL and must not keep the VM waiting on the remote (a
- * vCPU) says so with @bql_briefly: the BQL is kept while the remote answers
- * through the ring within a few microseconds, which spares taking it again,
- * and let go before any longer wait or a round trip on the socket. The
- * access returns with the BQL held as it was on entry.
- */
-bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
-                           uint64_t offset, uint8_t size, uint64_t *value,
-                           bool posted, bool bql_briefly, Error **errp)
+/* With the link lock: a BAR access as a round trip on the socket */
+static bool proxy_link_bar_access_socket_locked(ProxyLink *link, bool write,
+                                                uint8_t region,
+                                                uint64_t offset, uint8_t size,
+                                                uint64_t *value, Error **errp)
 {
     MPQemuMsg req, reply;
-    bool ok, relock;
 
-    /* the BQL before the link lock, never the other way round */
-    qemu_mutex_lock(&link->lock);
-    link->bql_held = bql_briefly;
-    if (link->ring && !link->dead) {
-        ok = proxy_ring_access_locked(link, write, region, offset, size,
-                                      value, posted, errp);
-        goto out;
-    }
-
-    proxy_link_let_bql_go_locked(link);
     mpqemu_msg_init(&req, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ,
                     0, 0, sizeof(MPQemuBarAccess));
     req.u.bar.offset = cpu_to_le64(offset);
     req.u.bar.value = cpu_to_le64(*value);
     req.u.bar.region = region;
     req.u.bar.size = size;
-    ok = proxy_link_call_locked(link, &req, &reply, errp);
-    if (ok && !write) {
+    if (!proxy_link_call_locked(link, &req, &reply, errp)) {
+        return false;
+    }
+    if (!write) {
         *value = le64_to_cpu(reply.u.value.value);
     }
+    return true;
+}
 
-out:
-    relock = bql_briefly && !link->bql_held;
-    link->bql_held = false;
-    proxy_link_unlock_and_settle(link);
-    if (relock) {
-        bql_lock();
+/*
+ * A BAR access, with or without the BQL: through the ring when there is
+ * one (where a write the caller lets be @posted need not wait for the
+ * device), else as a request on the socket. False with no error set if
+ * the link is not open to BAR accesses: the device is not set up yet, or
+ * broke (the failure is reported once, by proxy_fail).
+ */
+bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
+                           uint64_t offset, uint8_t size, uint64_t *value,
+                           bool posted, Error **errp)
+{
+    bool ok;
+
+    qemu_mutex_lock(&link->lock);
+    if (!link->bars_open || link->dead) {
+        ok = false;
+    } else if (link->ring) {
+        ok = proxy_ring_access_locked(link, write, region, offset, size,
+                                      value, posted, errp);
+    } else {
+        ok = proxy_link_bar_access_socket_locked(link, write, region, offset,
+                                                 size, value, errp);
     }
+    proxy_link_unlock_and_settle(link);
     return ok;
 }

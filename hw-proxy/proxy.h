@@ -35,11 +35,8 @@ typedef struct ProxyLink {
     RemoteDeviceFailureCause broken_cause;
     void *opaque;
     uint32_t notify_count;  /* notifications received on this connection */
-    /*
-     * The BAR access in progress holds the BQL for its caller, and lets it
-     * go before it waits for long (proxy_link_bar_access)
-     */
-    bool bql_held;
+    bool bars_open;         /* BAR accesses may come (proxy_link_open_bars) */
+    bool post_writes;       /* ... and writes may be posted */
 
     /* BAR accesses through shared memory, when negotiated (proxy-ring.c) */
     MPQemuRing *ring;
@@ -64,7 +61,8 @@ bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
                      Error **errp);
 bool proxy_link_bar_access(ProxyLink *link, bool write, uint8_t region,
                            uint64_t offset, uint8_t size, uint64_t *value,
-                           bool posted, bool bql_briefly, Error **errp);
+                           bool posted, Error **errp);
+void proxy_link_open_bars(ProxyLink *link, bool post_writes);
 void proxy_link_close(ProxyLink *link);
 void proxy_link_break(ProxyLink *link, RemoteDeviceFailureCause cause,
                       Error *err);
@@ -74,7 +72,6 @@ void proxy_link_queue_intx_locked(ProxyLink *link, bool level,
 void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
                              Error *err);
 bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);
-void proxy_link_let_bql_go_locked(ProxyLink *link);
 
 /* proxy-ring.c */
 bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp);
@@ -83,8 +80,6 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
                               uint64_t offset, uint8_t size, uint64_t *value,
                               bool posted, Error **errp);
 bool proxy_ring_drain_locked(ProxyLink *link, Error **errp);
-bool proxy_ring_write_is_sync(ProxyLink *link, uint8_t region,
-                              uint64_t offset, uint8_t size);
 const MPQemuAccessHint *proxy_ring_find_hint(ProxyLink *link, uint8_t kind,
                                              uint8_t region, uint64_t offset,
                                              uint8_t size);
