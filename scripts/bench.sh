@@ -28,6 +28,13 @@ if [ ! -x "$MPQEMU_QEMU" ]; then
     echo "bench: $MPQEMU_QEMU not found; run 'make qemu' first (or set MPQEMU_QEMU)" >&2
     exit 1
 fi
+# The host's cross-CPU round trip, printed with the figures: the floor under
+# every proxied access, and it changes with where the host runs our CPUs.
+xcpu=$TOP/build/xcpu-rtt
+if [ ! -x "$xcpu" ] || [ "$TOP/bench/host/xcpu-rtt.c" -nt "$xcpu" ]; then
+    cc -O2 -pthread -o "$xcpu" "$TOP/bench/host/xcpu-rtt.c" || xcpu=
+fi
+export MPQEMU_XCPU_RTT=$xcpu
 guest=$("$TOP/scripts/build-guest.sh")
 export MPQEMU_KERNEL MPQEMU_INITRD
 MPQEMU_KERNEL=$(sed -n 's/^KERNEL=//p' <<< "$guest")

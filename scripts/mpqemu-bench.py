@@ -252,6 +252,24 @@ class BenchVM(VM):
                 child.proc.kill()
 
 
+def host_round_trip_ns():
+    """The host's cross-CPU round trip now (bench/host/xcpu-rtt.c), or None.
+
+    Every proxied access pays at least one; the host moves our CPUs around,
+    and this moves by several times with it.
+    """
+    tool = os.environ.get("MPQEMU_XCPU_RTT")
+    if not tool:
+        return None
+    try:
+        out = subprocess.run([tool], capture_output=True, text=True, timeout=30,
+                             check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"xcpu_rtt_ns=(\d+)", out)
+    return int(m.group(1)) if m else None
+
+
 def spread(values):
     """'min..max' of the runs, for the log: how noisy the median is."""
     values = list(values)
@@ -580,6 +598,7 @@ def boot(devclass, mode, args, disk):
 def take_figures(columns, args):
     """Every figure of every column, their runs interleaved (see interleave())."""
     devclass = columns[0].devclass
+    rtt_before = host_round_trip_ns()
     regs = {col.label: devclass.mmio_register(col.vm, col.bdf) for col in columns}
     values = bar_latency(columns, "mmio_r", lambda col: regs[col.label], args.reps,
                          args.seconds)
@@ -593,6 +612,11 @@ def take_figures(columns, args):
                          args.seconds, write=True)
     for col in columns:
         col.res["wvalue"] = values[col.label]
+    rtt_after = host_round_trip_ns()
+    log(f"bench: {devclass.name}: host cross-CPU round trip {rtt_before} ns before the "
+        f"MMIO rows, {rtt_after} ns after")
+    for col in columns:
+        col.res["xcpu"] = (rtt_before, rtt_after)
     if isinstance(devclass, Lsi):
         values = bar_latency(columns, "pio", lambda col: devclass.pio_register(),
                              args.reps, args.seconds)
@@ -983,6 +1007,10 @@ def print_table(args, results, classes, modes, upstream):
                 cells.append("")
             cells.append(f"{target[0]} {target[1]:g}x" if target else "")
             print(line(cells))
+        rtt = results.get((dc.name, modes[0].label), {}).get("xcpu")
+        if rtt and None not in rtt:
+            print(f"host cross-CPU round trip around the MMIO rows: {rtt[0]} and {rtt[1]} ns "
+                  "(the floor under each proxied access; it moves with where the host runs our CPUs)")
     print()
     print("registers timed (config: dword 0, vendor/device ID, via sysfs):")
     for dc in classes:
