@@ -15,7 +15,7 @@ QAPI_MODULES := mpqemu.json mpqemu-qom.json
 PATCHES := $(sort $(wildcard qemu/patches/*.patch))
 FIRMWARE_DIRS := /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu
 
-.PHONY: all deps qemu demo check check-qtest check-functional bench guest clean distclean \
+.PHONY: all deps qemu demo check check-qtest check-functional bench soak guest clean distclean \
 	fuzz check-sanitizers
 
 all: qemu
@@ -60,6 +60,12 @@ check: qemu guest
 
 bench: qemu guest
 	scripts/bench.sh
+
+# Each disk controller under queue-depth-16 random reads, SOAK_SECONDS each:
+# a stall that comes once in minutes of load fails it.
+export SOAK_SECONDS ?= 300
+soak: qemu guest
+	scripts/run-tests.sh soak/
 
 # libFuzzer targets of both sides of the link, FUZZ_SECONDS each (docs/fuzzing.md)
 export FUZZ_SECONDS ?= 60
