@@ -40,6 +40,8 @@ static void proxy_fail(void *opaque, RemoteDeviceFailureCause cause,
     g_autofree char *path = NULL;
     pid_t pid;
 
+    /* the link's socket is closed: no vCPU may wait on it again */
+    proxy_halt_wait_remove(&dev->link);
     if (dev->failed) {
         return;
     }
@@ -642,10 +644,17 @@ static int proxy_open_link(PCIProxyDev *dev, Error **errp)
     return fd;
 }
 
+/* Close the link, which halted vCPUs no longer wait on */
+static void proxy_unlink(PCIProxyDev *dev)
+{
+    proxy_halt_wait_remove(&dev->link);
+    proxy_link_close(&dev->link);
+}
+
 /* @unplug: the device goes away with its proxy, not just the link */
 static void proxy_close_link(PCIProxyDev *dev, bool unplug)
 {
-    proxy_link_close(&dev->link);
+    proxy_unlink(dev);
     if (dev->remote_process) {
         remote_process_unplug(dev->remote_process, dev, unplug);
         dev->remote_process = NULL;
@@ -710,6 +719,9 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
     dev->connecting = false;
     proxy_link_open_bars(&dev->link,
                          dev->features & MPQEMU_FEATURE_POSTED_WRITES);
+    if (dev->use_halt_wait) {
+        proxy_halt_wait_add(&dev->link);
+    }
     return true;
 
 fail:
@@ -791,7 +803,7 @@ static bool proxy_reattach(PCIProxyDev *dev, const char *remote,
      */
     proxy_memory_stop(&dev->memory);
     proxy_ioeventfd_clear(dev);
-    proxy_link_close(&dev->link);
+    proxy_unlink(dev);
     if (old_rp == new_rp) {
         proxy_close_link(dev, false);
         old_rp = NULL;
@@ -889,6 +901,7 @@ static const Property proxy_properties[] = {
     DEFINE_PROP_BOOL("posted-writes", PCIProxyDev, use_posted_writes, true),
     DEFINE_PROP_BOOL("shadow", PCIProxyDev, use_shadow, true),
     DEFINE_PROP_BOOL("ioeventfd", PCIProxyDev, use_ioeventfd, true),
+    DEFINE_PROP_BOOL("halt-wait", PCIProxyDev, use_halt_wait, true),
 };
 
 static void proxy_class_init(ObjectClass *klass, void *data)

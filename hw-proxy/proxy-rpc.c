@@ -216,7 +216,8 @@ static int proxy_link_recv_locked(ProxyLink *link, MPQemuMsg *msg,
 static void proxy_link_queue_locked(ProxyLink *link, const MPQemuMsg *msg)
 {
     g_array_append_val(link->events, *msg);
-    link->notify_count++;
+    /* read without the link lock by halted vCPUs (proxy-halt-wait.c) */
+    qatomic_set(&link->notify_count, link->notify_count + 1);
 }
 
 /*
@@ -269,11 +270,12 @@ bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
     return ret == -EAGAIN;
 }
 
-/* Notifications that arrive while no request is waiting for its reply */
-static void proxy_link_readable(void *opaque)
+/*
+ * With the BQL: receive and apply the notifications waiting on the socket,
+ * for the main loop or a halted vCPU (proxy-halt-wait.c)
+ */
+void proxy_link_poll_notifications(ProxyLink *link)
 {
-    ProxyLink *link = opaque;
-
     /*
      * A vCPU that holds the link is receiving itself and queues what it
      * finds; this handler runs again while anything is left unread.
@@ -286,6 +288,12 @@ static void proxy_link_readable(void *opaque)
         proxy_link_take_notifications(link, 0);
     }
     proxy_link_unlock_and_settle(link);
+}
+
+/* Notifications that arrive while no request is waiting for its reply */
+static void proxy_link_readable(void *opaque)
+{
+    proxy_link_poll_notifications(opaque);
 }
 
 static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,

@@ -72,6 +72,11 @@ void proxy_link_queue_intx_locked(ProxyLink *link, bool level,
 void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
                              Error *err);
 bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);
+void proxy_link_poll_notifications(ProxyLink *link);
+
+/* proxy-halt-wait.c */
+void proxy_halt_wait_add(ProxyLink *link);
+void proxy_halt_wait_remove(ProxyLink *link);
 
 /* proxy-ring.c */
 bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp);
@@ -187,6 +192,7 @@ struct PCIProxyDev {
     bool use_posted_writes; /* property: post memory writes on the ring */
     bool use_shadow;        /* property: read shadowed registers locally */
     bool use_ioeventfd;     /* property: signal doorbells directly */
+    bool use_halt_wait;     /* property: halted vCPUs take interrupts */
     uint64_t features;      /* negotiated with HELLO */
     QLIST_HEAD(, ProxyIoeventfd) ioeventfds;
     unsigned nr_ioeventfds;

@@ -23,13 +23,15 @@ helpers and the log collection of the test suite apply to it unchanged.
 Every wait is bounded, and close() stops every process that is still running.
 """
 
+import hashlib
 import os
 import re
 import socket
 import tempfile
 import time
 
-from mpqemu_vm import BASE_APPEND, READY_MARKER, VM, Child, GuestShell, SerialConsole, VMError
+from mpqemu_vm import (BASE_APPEND, MIB, READY_MARKER, VM, Child, GuestShell, SerialConsole,
+                       VMError)
 
 TOPOLOGY_MODES = ("inproc", "proxy")
 TRANSPORTS = ("fd", "socket")
@@ -328,6 +330,25 @@ class Topology(VM):
             table[int(m.group(1))] = (sum(int(c) for c in counts), " ".join(fields[ncpu:]))
         return table
 
+    def main_log(self, since=0):
+        """What the main QEMU printed (its traces, say), from offset since."""
+        return self.main.output()[since:]
+
+    def pci_disk(self, vendor_device, disk_glob):
+        """(bdf, block device name) of the one function with this (vendor,
+        device) and the one disk under disk_glob ("{bdf}" in it is the
+        function), waiting (bounded) for the disk."""
+        bdfs = self.pci_functions(*vendor_device)
+        assert len(bdfs) == 1, f"expected one {':'.join(vendor_device)} function: {bdfs}"
+        pattern = disk_glob.format(bdf=bdfs[0])
+        rc, out = self.shell.run(
+            "i=0; while [ $i -lt 300 ]; do set -- " + pattern + "; [ -e \"$1\" ] && break; "
+            "i=$((i+1)); sleep 0.1; done; "
+            "for b in \"$@\"; do [ -e \"$b\" ] && basename $b; done; true", timeout=90)
+        names = out.split()
+        assert rc == 0 and len(names) == 1, f"disks under {pattern}: {out!r}"
+        return bdfs[0], names[0]
+
     def wait_for_path(self, path, timeout=30):
         """Wait (bounded) until path exists in the guest."""
         rc, _ = self.shell.run(
@@ -349,6 +370,16 @@ class Topology(VM):
         if not m:
             raise VMError(f"no sha256 of the written pattern in {out!r}")
         return m.group(1)
+
+    def write_reads_back(self, dev, host_data, offset_mib, length_mib):
+        """Write random data at offset_mib of /dev/dev, where it must differ from
+        host_data (the disk's content), and check the guest reads it back;
+        returns its sha256."""
+        start, end = offset_mib * MIB, (offset_mib + length_mib) * MIB
+        written = self.write_random(dev, offset_mib, length_mib)
+        assert written != hashlib.sha256(host_data[start:end]).hexdigest()
+        assert self.guest_sha256(dev, offset_mib, length_mib) == written
+        return written
 
     def pci_config(self, bdf):
         """The function's config space as the guest reads it (the first 256 bytes)."""
@@ -385,6 +416,23 @@ def msix_enabled(config):
     return True, bool(ctrl & 0x8000), (ctrl & 0x7ff) + 1
 
 
+def trace_args(events):
+    """Command-line options that enable these trace events."""
+    return [arg for event in events for arg in ("-trace", event)]
+
+
+def process_cpu_ns(pid):
+    """CPU time of all live threads of pid so far, in ns (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass    # the thread has just exited
+    return total
+
+
 def start_or_fail(vm):
     """Start vm (a Topology); on failure stop it and fail the test with its logs."""
     import pytest   # only the tests need it, not the benchmark
@@ -396,3 +444,19 @@ def start_or_fail(vm):
         vm.cleanup()
         pytest.fail(f"{vm.name}: the VM did not come up: {exc}\n{logs}", pytrace=False)
     return vm
+
+
+def serve_vm(vm, setup):
+    """For a fixture (yield from it): start vm, then setup(vm), which may
+    fail the test with the VM's logs; then yield the VM and stop it."""
+    vm = start_or_fail(vm)
+    try:
+        setup(vm)
+    except BaseException:
+        vm.close()
+        vm.dump_logs()
+        vm.cleanup()
+        raise
+    yield vm
+    vm.close()
+    vm.cleanup()

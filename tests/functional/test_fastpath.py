@@ -32,7 +32,8 @@ import time
 
 import pytest
 
-from mpqemu_topology import Remote, Topology, start_or_fail
+from mpqemu_topology import (Remote, Topology, process_cpu_ns, serve_vm,
+                             trace_args)
 from mpqemu_vm import MIB, file_sha256, make_disk
 
 DISK_MIB = 8
@@ -86,18 +87,6 @@ BAR_WRITE_RE = re.compile(r"proxy_bar_write (\S+) bar (\d+) addr 0x([0-9a-f]+) s
                           r"val 0x([0-9a-f]+)")
 
 
-def process_cpu_ns(pid):
-    """CPU time of all live threads of pid so far, in ns (schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass    # the thread has just exited
-    return total
-
-
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
@@ -144,18 +133,12 @@ class FastPathVM(Topology):
         kind, props, transport, _ = cfg
         args = ["-drive", f"id=d1,file={image},format=raw,if=none",
                 "-device", KINDS[kind]["device"]]
-        for event in REMOTE_TRACES:
-            args += ["-trace", event]
+        args += trace_args(REMOTE_TRACES)
         self.disk_remote = Remote("r1", args, ["blk1"], transport=transport,
                                   proxy_props={"blk1": props} if props else None)
-        main_args = []
-        for event in MAIN_TRACES:
-            main_args += ["-trace", event]
         super().__init__([self.disk_remote], mode="proxy", machine="pc",
-                         main_args=main_args, name=config_id(cfg), workdir=workdir)
-
-    def main_log(self, since=0):
-        return self.main.output()[since:]
+                         main_args=trace_args(MAIN_TRACES), name=config_id(cfg),
+                         workdir=workdir)
 
     def remote_log(self):
         return self.disk_remote.child.output()
@@ -163,17 +146,9 @@ class FastPathVM(Topology):
 
 def find_disk(vm, kind):
     """(bdf, block device name) of the proxied disk, waiting (bounded) for the disk."""
-    bdfs = vm.pci_functions(*KINDS[kind]["pci"])
-    assert len(bdfs) == 1, f"expected one {':'.join(KINDS[kind]['pci'])} function: {bdfs}"
-    pattern = KINDS[kind]["disk_glob"].format(bdf=bdfs[0])
-    rc, out = vm.shell.run(
-        "i=0; while [ $i -lt 300 ]; do set -- " + pattern + "; [ -e \"$1\" ] && break; "
-        "i=$((i+1)); sleep 0.1; done; for b in \"$@\"; do [ -e \"$b\" ] && basename $b; done; true",
-        timeout=90)
-    names = out.split()
-    assert rc == 0 and len(names) == 1, f"disks under {pattern}: {out!r}"
+    bdf, name = vm.pci_disk(KINDS[kind]["pci"], KINDS[kind]["disk_glob"])
     # With native NVMe multipath the controller's path is nvmeXcYnZ; the disk is nvmeXnZ.
-    return bdfs[0], re.sub(r"^(nvme\d+)c\d+(n\d+)$", r"\1\2", names[0])
+    return bdf, re.sub(r"^(nvme\d+)c\d+(n\d+)$", r"\1\2", name)
 
 
 @pytest.fixture(scope="class", params=CONFIGS, ids=[config_id(c) for c in CONFIGS])
@@ -182,21 +157,15 @@ def fast_vm(request, tmp_path_factory):
     image = os.path.join(workdir, "disk.img")
     # A pattern of its own per configuration: no run can pass on another's data.
     data = make_disk(image, DISK_MIB, 0xfa57 + CONFIGS.index(request.param))
-    vm = start_or_fail(FastPathVM(request.param, image, workdir))
-    vm.cfg, vm.image, vm.host_data = request.param, image, data
-    try:
+
+    def setup(vm):
+        vm.cfg, vm.image, vm.host_data = request.param, image, data
         vm.bdf, vm.disk = find_disk(vm, request.param[0])
-    except BaseException:
-        vm.close()
-        vm.dump_logs()
-        vm.cleanup()
-        raise
-    # Doorbells are in place once the disk is there; the I/O starts here.
-    vm.io_mark = len(vm.main_log())
-    vm.io_done = False
-    yield vm
-    vm.close()
-    vm.cleanup()
+        # Doorbells are in place once the disk is there; the I/O starts here.
+        vm.io_mark = len(vm.main_log())
+        vm.io_done = False
+
+    yield from serve_vm(FastPathVM(request.param, image, workdir), setup)
 
 
 class TestFastPath:
@@ -223,11 +192,8 @@ class TestFastPath:
         assert fast_vm.guest_sha256(fast_vm.disk, 0, DISK_MIB) == sha256(fast_vm.host_data)
 
     def test_guest_write_reads_back(self, fast_vm):
-        start, end = WRITE_OFFSET_MIB * MIB, (WRITE_OFFSET_MIB + WRITE_MIB) * MIB
-        written = fast_vm.write_random(fast_vm.disk, WRITE_OFFSET_MIB, WRITE_MIB)
-        assert written != sha256(fast_vm.host_data[start:end])
-        assert fast_vm.guest_sha256(fast_vm.disk, WRITE_OFFSET_MIB, WRITE_MIB) == written
-        fast_vm.written = written
+        fast_vm.written = fast_vm.write_reads_back(fast_vm.disk, fast_vm.host_data, WRITE_OFFSET_MIB,
+                                           WRITE_MIB)
         fast_vm.io_done = True
 
     def test_notifications_path(self, fast_vm):
