@@ -203,7 +203,10 @@ void proxy_halt_wait_add(ProxyLink *link)
     proxy_halt_wait_kick_all();
 }
 
-/* With the BQL, before @link's socket is closed */
+/*
+ * With the BQL, when @link's socket closes: before, or while the BQL is
+ * still held since (a waiting vCPU needs it to look at the link again)
+ */
 void proxy_halt_wait_remove(ProxyLink *link)
 {
     assert(bql_locked());
