@@ -261,8 +261,10 @@ void proxy_msi_reset(PCIProxyDev *dev)
     ProxyMsiGuard *g = &dev->msi;
 
     memset(g->config, 0, sizeof(g->config));
-    memset(g->msix_table, 0, g->msix_table_size);
-    memset(g->msix_previous, 0, g->msix_entries * sizeof(MSIMessage));
+    if (g->msix_table) {    /* a device without MSI-X has none */
+        memset(g->msix_table, 0, g->msix_table_size);
+        memset(g->msix_previous, 0, g->msix_entries * sizeof(MSIMessage));
+    }
     g->msi_previous = (MSIMessage) {};
 }
 

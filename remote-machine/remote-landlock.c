@@ -101,6 +101,27 @@ static bool remote_landlock_add(int ruleset, uint64_t handled,
     return ok;
 }
 
+#ifdef __SANITIZE_ADDRESS__
+/* ... and only then reads its suppressions file (LSAN_OPTIONS) */
+static bool remote_landlock_allow_lsan_suppressions(int ruleset,
+                                                    uint64_t handled,
+                                                    Error **errp)
+{
+    const char *options = getenv("LSAN_OPTIONS");
+    g_auto(GStrv) fields = g_strsplit_set(options ?: "", ": ", -1);
+
+    for (char **f = fields; *f; f++) {
+        if (g_str_has_prefix(*f, "suppressions=") &&
+            !remote_landlock_add(ruleset, handled,
+                                 *f + strlen("suppressions="),
+                                 LANDLOCK_ACCESS_FS_READ_FILE, false, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+#endif
+
 /*
  * QEMU's modules: a device_add may load one (dlopen reads and maps it),
  * wherever the module directory's links point (in a build tree). They are
@@ -190,7 +211,10 @@ int remote_landlock_prepare(strList *allow_paths, Error **errp)
     /* LeakSanitizer lists the threads and maps of the process at exit */
     if (!remote_landlock_add(ruleset, attr.handled_access_fs, "/proc",
                              LANDLOCK_ACCESS_FS_READ_FILE |
-                             LANDLOCK_ACCESS_FS_READ_DIR, false, errp)) {
+                             LANDLOCK_ACCESS_FS_READ_DIR, false, errp) ||
+        !remote_landlock_allow_lsan_suppressions(ruleset,
+                                                 attr.handled_access_fs,
+                                                 errp)) {
         close(ruleset);
         return REMOTE_LANDLOCK_FAILED;
     }
