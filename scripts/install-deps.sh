@@ -18,8 +18,10 @@ PKGS=(
 if [ "${1:-}" = --fuzz ]; then
     PKGS+=(clang libclang-rt-dev)
 fi
-# Packages that must come from bookworm-backports (meson >= 1.5 for QEMU 10).
-BPO_PKGS=(meson python3-pycotap)
+# Packages that must come from bookworm-backports (meson >= 1.5 for QEMU 10;
+# QEMU 10.0.2's own option ROMs, e.g. linuxboot_dma.bin for -kernel, which
+# the +ds tarball leaves out, from the package built from the same source).
+BPO_PKGS=(meson python3-pycotap qemu-system-data)
 
 missing=()
 for p in "${PKGS[@]}" "${BPO_PKGS[@]}"; do
@@ -32,8 +34,14 @@ if command -v meson >/dev/null 2>&1 &&
    dpkg --compare-versions "$(meson --version 2>/dev/null || echo 0)" ge 1.5; then
     meson_ok=true
 fi
+# (bookworm's own qemu-system-data is 7.2: its option ROMs are not QEMU 10's)
+roms_ok=false
+if dpkg --compare-versions "$(dpkg-query -W -f='${Version}' qemu-system-data 2>/dev/null ||
+                               echo 0)" ge 1:10.0; then
+    roms_ok=true
+fi
 
-if [ -f "$BACKPORTS_LIST" ] && [ ${#missing[@]} -eq 0 ] && $meson_ok; then
+if [ -f "$BACKPORTS_LIST" ] && [ ${#missing[@]} -eq 0 ] && $meson_ok && $roms_ok; then
     exit 0
 fi
 
@@ -53,7 +61,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 fi
 
-echo "install-deps: installing ${missing[*]:-meson from bookworm-backports}"
+echo "install-deps: installing ${missing[*]:-meson and qemu-system-data from bookworm-backports}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${PKGS[@]}"
