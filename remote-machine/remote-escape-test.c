@@ -12,6 +12,10 @@
 #include "hw/qdev-core.h"
 #include "hw/qdev-properties.h"
 #include "system/dma.h"
+#include "system/iothread.h"
+#include "block/aio-wait.h"
+#include "block/thread-pool.h"
+#include "qemu/rcu.h"
 
 #define TYPE_REMOTE_ESCAPE_TEST "x-remote-escape-test"
 OBJECT_DECLARE_SIMPLE_TYPE(RemoteEscapeTest, REMOTE_ESCAPE_TEST)
@@ -21,9 +25,15 @@ struct RemoteEscapeTest {
 
     char *attempt;      /* "execve", "fork", "open" or "dma-write" */
     char *path;         /* open: the file */
+    char *thread;       /* open: "main", "rcu", "worker" or an IOThread's id */
     char *devid;        /* dma-write: the device that writes */
     uint64_t address;   /* dma-write: where */
     uint32_t value;     /* dma-write: what */
+
+    /* an open on another thread */
+    struct rcu_head rcu;
+    bool done;
+    Error *err;
 };
 
 static void remote_escape_execve(Error **errp)
@@ -47,20 +57,80 @@ static void remote_escape_fork(Error **errp)
     }
 }
 
+static void remote_escape_try_open(RemoteEscapeTest *t)
+{
+    int fd = open(t->path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        error_setg_errno(&t->err, errno, "cannot open %s from thread %d",
+                         t->path, qemu_get_thread_id());
+        return;
+    }
+    close(fd);
+}
+
+static void remote_escape_open_rcu(struct rcu_head *head)
+{
+    remote_escape_try_open(container_of(head, RemoteEscapeTest, rcu));
+}
+
+static void remote_escape_open_bh(void *opaque)
+{
+    remote_escape_try_open(opaque);
+}
+
+static int remote_escape_open_worker(void *opaque)
+{
+    remote_escape_try_open(opaque);
+    return 0;
+}
+
+static void remote_escape_worker_done(void *opaque, int ret)
+{
+    RemoteEscapeTest *t = opaque;
+
+    t->done = true;
+}
+
+/* An IOThread of the command line or of QEMU itself (mon_iothread) */
+static IOThread *remote_escape_iothread(const char *id)
+{
+    Object *obj = object_resolve_path_component(object_get_objects_root(),
+                                                id) ?:
+                  object_resolve_path_component(object_get_internal_root(),
+                                                id);
+
+    return obj ? (IOThread *)object_dynamic_cast(obj, TYPE_IOTHREAD) : NULL;
+}
+
 static void remote_escape_open(RemoteEscapeTest *t, Error **errp)
 {
-    int fd;
+    IOThread *iothread;
 
     if (!t->path) {
         error_setg(errp, "open needs path=");
         return;
     }
-    fd = open(t->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "cannot open %s", t->path);
+    if (!t->thread || !strcmp(t->thread, "main")) {
+        remote_escape_try_open(t);
+    } else if (!strcmp(t->thread, "rcu")) {
+        call_rcu1(&t->rcu, remote_escape_open_rcu);
+        drain_call_rcu();
+    } else if (!strcmp(t->thread, "worker")) {
+        t->done = false;
+        thread_pool_submit_aio(remote_escape_open_worker, t,
+                               remote_escape_worker_done, t);
+        AIO_WAIT_WHILE(NULL, !t->done);
+    } else if ((iothread = remote_escape_iothread(t->thread))) {
+        aio_wait_bh_oneshot(iothread_get_aio_context(iothread),
+                            remote_escape_open_bh, t);
+    } else {
+        error_setg(errp, "thread must be main, rcu, worker or an IOThread's "
+                   "id");
         return;
     }
-    close(fd);
+    error_propagate(errp, t->err);
+    t->err = NULL;
 }
 
 static void remote_escape_dma_write(RemoteEscapeTest *t, Error **errp)
@@ -101,6 +171,7 @@ static void remote_escape_realize(PCIDevice *pdev, Error **errp)
 static const Property remote_escape_properties[] = {
     DEFINE_PROP_STRING("attempt", RemoteEscapeTest, attempt),
     DEFINE_PROP_STRING("path", RemoteEscapeTest, path),
+    DEFINE_PROP_STRING("thread", RemoteEscapeTest, thread),
     DEFINE_PROP_STRING("devid", RemoteEscapeTest, devid),
     DEFINE_PROP_UINT64("address", RemoteEscapeTest, address, 0),
     DEFINE_PROP_UINT32("value", RemoteEscapeTest, value, 0),

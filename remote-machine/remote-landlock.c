@@ -238,20 +238,3 @@ int remote_landlock_prepare(strList *allow_paths, Error **errp)
     }
     return ruleset;
 }
-
-/* Enforce it on this thread and the threads it creates (no_new_privs set) */
-bool remote_landlock_enforce(int ruleset, Error **errp)
-{
-    int ret;
-
-    if (ruleset < 0) {
-        return true;
-    }
-    ret = syscall(__NR_landlock_restrict_self, ruleset, 0);
-    close(ruleset);
-    if (ret < 0) {
-        error_setg_errno(errp, errno, "cannot enforce the Landlock ruleset");
-        return false;
-    }
-    return true;
-}

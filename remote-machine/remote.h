@@ -129,6 +129,8 @@ bool remote_sandbox_enter(bool enabled, const char *user,
 #define REMOTE_LANDLOCK_UNAVAILABLE (-1)    /* the kernel has none */
 #define REMOTE_LANDLOCK_FAILED      (-2)    /* with an error set */
 int remote_landlock_prepare(strList *allow_paths, Error **errp);
+
+/* remote-landlock-threads.c: enforced on every thread of the process */
 bool remote_landlock_enforce(int ruleset, Error **errp);
 
 /* remote-disks.c: disk images handed over to a migration's destination */

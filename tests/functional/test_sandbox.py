@@ -8,6 +8,10 @@
     pattern and its writes land in the file.  The main QEMU holds no
     descriptor of the image; the remote holds it and no other file but its
     log;
+  - test_every_thread_is_sandboxed: a file outside the sandbox cannot be
+    opened from any thread of the remote that existed before the sandbox
+    (the RCU thread, IOThreads, thread-pool workers), as from the main
+    thread; its image can; without the sandbox, all of them open it.
   - test_sandbox_off: sandbox=false leaves the process unfiltered and it
     says so loudly in its log;
   - test_escape_attempts: through a test-only module
@@ -32,12 +36,13 @@ import hashlib
 import itertools
 import os
 import pwd
+import re
 
 import pytest
 
 from mpqemu_crash import DISK_MIB, started_crash_vm
 from mpqemu_migration import DEVICES, guest_disk
-from mpqemu_remote_qmp import hmp, qmp_error, remote_processes, remote_qmp, wait_until
+from mpqemu_remote_qmp import hmp, qmp_error, remote_processes, remote_qmp
 from mpqemu_vm import MIB, file_sha256
 
 fixture_vm = pytest.fixture(name="vm")(started_crash_vm)
@@ -155,7 +160,7 @@ def test_escape_attempts(vm):
     # those it was allowed (rpK's image, through blockdev-add).
     err = qmp_error(vm, "x-remote-qmp", id="rpA", command="device_add",
                     arguments=escape_args("open", path="/etc/passwd"))
-    assert "cannot open /etc/passwd: Permission denied" in err, err
+    assert re.search(r"cannot open /etc/passwd from thread \d+: Permission denied", err), err
     assert escape(vm, "rpA", "open", path=image) == {}
     unlisted, _ = vm.new_disk("unlisted", 44)
     err = qmp_error(vm, "x-remote-qmp", id="rpA", command="blockdev-add",
@@ -192,6 +197,56 @@ def test_escape_attempts(vm):
         pass
     ev = vm.events.wait("REMOTE_PROCESS_EXITED", 30, id="rpC")
     assert ev["data"].get("exit-code") == 0 and ev["data"].get("pid") == escape_pid, ev
+
+
+# The threads of a remote that exist before its sandbox: QEMU's RCU thread,
+# an IOThread of the command line, the monitor's IOThread, and thread-pool
+# workers, which opened the image; thread-pool-min=4 keeps 4 of them.
+THREADS = ("main", "rcu", "io0", "mon_iothread", "worker")
+THREAD_ARGS = ["-object", "iothread,id=io0",
+               "-object", "main-loop,id=ml0,thread-pool-min=4"]
+
+
+def open_from_each_thread(vm, rp_id, path):
+    """Each thread of THREADS opens path: {thread: None or the error}."""
+    from qemu.qmp import ExecuteError  # QEMU's python library
+    errors = {}
+    for thread in THREADS:
+        try:
+            assert escape(vm, rp_id, "open", path=path, thread=thread) == {}
+            errors[thread] = None
+        except ExecuteError as exc:
+            errors[thread] = str(exc)
+    return errors
+
+
+def test_every_thread_is_sandboxed(vm):
+    """Landlock restricts the thread that asks for it, and the threads it
+    creates later: the other threads must enter the sandbox too."""
+    image, data = vm.new_disk("threads", 45)
+    args, devid = DEVICES["lsi53c895a"](image)
+    vm.add_remote_process("rpA", log=vm.new_log("rpA"), args=args + THREAD_ARGS)
+    assert vm.plug("px0", "rpA", devid) == {}
+
+    denied = open_from_each_thread(vm, "rpA", "/etc/passwd")
+    tids = set()
+    for thread, err in denied.items():
+        m = re.search(r"cannot open /etc/passwd from thread (\d+): Permission denied",
+                      err or "")
+        assert m, (thread, err)
+        tids.add(m.group(1))
+    assert len(tids) == len(THREADS), denied
+    assert open_from_each_thread(vm, "rpA", image) == dict.fromkeys(THREADS), \
+        "a thread of the sandboxed remote cannot open its own image"
+    dev = guest_disk(vm, "lsi53c895a")
+    assert vm.guest_sha256(dev, 0, DISK_MIB) == hashlib.sha256(data).hexdigest()
+
+    # The same remote without the sandbox: every thread opens the file.
+    other_image, _ = vm.new_disk("threads-unsandboxed", 46)
+    other_args, _ = DEVICES["lsi53c895a"](other_image)
+    vm.add_remote_process("rpB", log=vm.new_log("rpB"), args=other_args + THREAD_ARGS,
+                          sandbox=False)
+    assert open_from_each_thread(vm, "rpB", "/etc/passwd") == dict.fromkeys(THREADS)
 
 
 def test_sandbox_off(vm):
