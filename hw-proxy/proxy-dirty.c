@@ -178,7 +178,7 @@ static bool proxy_dirty_fetch(ProxyMemory *mem, uint64_t *dirty, Error **errp)
  * log, and all of the RAM that left the map since logging started (what
  * the remote wrote there before it let go is not known any more). If the
  * remote cannot say, everything it could have written is marked, and the
- * migration fails when it comes to the device's state.
+ * migration fails.
  */
 void proxy_dirty_sync(ProxyMemory *mem, bool last_stage)
 {
@@ -205,6 +205,8 @@ void proxy_dirty_sync(ProxyMemory *mem, bool last_stage)
         error_free(err);
     }
     mem->dirty_lost = true;
+    proxy_migration_abort(mem->owner_id, "what the device wrote to guest RAM "
+                          "is not known");
     for (guint i = 0; i < mem->current->len; i++) {
         ProxyMemorySection *s = &g_array_index(mem->current,
                                                ProxyMemorySection, i);

@@ -231,6 +231,8 @@ bool proxy_memory_start(ProxyMemory *mem, ProxyLink *link,
     if (global_dirty_tracking && !proxy_dirty_start(mem, &err)) {
         warn_report_err(err);
         mem->dirty_lost = true;
+        proxy_migration_abort(mem->owner_id, "what the device writes to "
+                              "guest RAM cannot be logged");
     }
     return true;
 }

@@ -118,11 +118,27 @@ bool proxy_migration_connected(PCIProxyDev *dev, Error **errp)
     return migrate_add_blocker(&dev->migration_blocker, errp) == 0;
 }
 
-/* A failure of the device while the VM migrates fails the migration */
-void proxy_migration_device_failed(PCIProxyDev *dev)
+/*
+ * What a device did while the VM migrates is lost: fail the migration now,
+ * not when it comes to the device's state. Until then, all the RAM the
+ * device could have written would be sent again on every pass, and a
+ * migration that cannot send all of RAM within its downtime would go on.
+ */
+void proxy_migration_abort(const char *name, const char *why)
+{
+    Error *err = NULL;
+
+    if (migration_is_running()) {
+        error_setg(&err, "x-pci-proxy-dev %s cannot migrate: %s", name, why);
+        migration_file_set_error(-EIO, err);
+    }
+}
+
+void proxy_migration_device_failed(PCIProxyDev *dev, const char *reason)
 {
     if (migration_is_running()) {
         dev->state_lost = true;
+        proxy_migration_abort(proxy_name(dev), reason);
     }
 }
 

@@ -48,7 +48,7 @@ static void proxy_fail(void *opaque, RemoteDeviceFailureCause cause,
     dev->failed = true;
     dev->failure_cause = cause;
     trace_proxy_failed(proxy_name(dev), reason);
-    proxy_migration_device_failed(dev);
+    proxy_migration_device_failed(dev, reason);
     if (dev->connecting) {
         return;     /* realize or reattach reports the error itself */
     }

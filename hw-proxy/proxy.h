@@ -232,7 +232,8 @@ extern const VMStateDescription vmstate_proxy_msi;
 extern const VMStateDescription vmstate_proxy;
 void proxy_migration_init(PCIProxyDev *dev);
 bool proxy_migration_connected(PCIProxyDev *dev, Error **errp);
-void proxy_migration_device_failed(PCIProxyDev *dev);
+void proxy_migration_abort(const char *name, const char *why);
+void proxy_migration_device_failed(PCIProxyDev *dev, const char *reason);
 void proxy_migration_cleanup(PCIProxyDev *dev);
 
 /* proxy-runstate.c */
