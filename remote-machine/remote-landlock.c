@@ -208,10 +208,16 @@ int remote_landlock_prepare(strList *allow_paths, Error **errp)
         return REMOTE_LANDLOCK_FAILED;
     }
 #ifdef __SANITIZE_ADDRESS__
-    /* LeakSanitizer lists the threads and maps of the process at exit */
+    /*
+     * LeakSanitizer lists the threads and maps of the process at exit, and
+     * reads the executable's symbols to name the functions of a leak
+     */
     if (!remote_landlock_add(ruleset, attr.handled_access_fs, "/proc",
                              LANDLOCK_ACCESS_FS_READ_FILE |
                              LANDLOCK_ACCESS_FS_READ_DIR, false, errp) ||
+        !remote_landlock_add(ruleset, attr.handled_access_fs,
+                             "/proc/self/exe",
+                             LANDLOCK_ACCESS_FS_READ_FILE, false, errp) ||
         !remote_landlock_allow_lsan_suppressions(ruleset,
                                                  attr.handled_access_fs,
                                                  errp)) {

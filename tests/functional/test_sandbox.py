@@ -43,7 +43,7 @@ import pytest
 from mpqemu_crash import DISK_MIB, started_crash_vm
 from mpqemu_migration import DEVICES, guest_disk
 from mpqemu_remote_qmp import hmp, qmp_error, remote_processes, remote_qmp
-from mpqemu_vm import MIB, file_sha256
+from mpqemu_vm import MIB, file_sha256, qemu_binary
 
 fixture_vm = pytest.fixture(name="vm")(started_crash_vm)
 
@@ -113,6 +113,14 @@ def test_spawned_remote_is_sandboxed(vm):
 SIGSYS = 31
 
 
+def sanitized_build():
+    """Whether the QEMU under test has AddressSanitizer: its sandbox lets
+    clone() make processes (LeakSanitizer's exit check needs that), so a
+    fork there is not killed (docs/security.md)."""
+    with open(qemu_binary(), "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 _escapes = itertools.count()
 
 
@@ -172,6 +180,9 @@ def test_escape_attempts(vm):
     for rp_id, attempt in (("rpA", "execve"), ("rpB", "fork")):
         if rp_id == "rpB":
             vm.add_remote_process("rpB", log=vm.new_log("rpB"), args=args)
+            if sanitized_build():
+                assert escape(vm, rp_id, attempt) == {}
+                continue
         pid = remote_processes(vm)[rp_id]["pid"]
         try:
             escape(vm, rp_id, attempt)
