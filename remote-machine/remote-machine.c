@@ -178,6 +178,7 @@ static void remote_machine_init(MachineState *machine)
     RemoteMachineState *s = REMOTE_MACHINE(machine);
     DeviceState *host = qdev_new(TYPE_REMOTE_PCIHOST);
 
+    remote_runstate_init();
     s->machine_done.notify = remote_machine_done;
     qemu_add_machine_init_done_notifier(&s->machine_done);
 

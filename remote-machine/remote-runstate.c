@@ -9,12 +9,29 @@
 #include "qapi/error.h"
 #include "qemu/main-loop.h"
 #include "system/runstate.h"
+#include "system/runstate-action.h"
 #include "remote.h"
 #include "trace.h"
 
 static unsigned remote_stop_holds;
 /* The process was running when the first hold stopped it */
 static bool remote_stopped_by_proxies;
+/* Its main loop has ended: it is closing its block nodes, then its objects */
+static bool remote_exiting;
+
+static void remote_runstate_shutdown(Notifier *notifier, void *data)
+{
+    remote_exiting = shutdown_action != SHUTDOWN_ACTION_PAUSE;
+}
+
+static Notifier remote_runstate_shutdown_notifier = {
+    .notify = remote_runstate_shutdown,
+};
+
+void remote_runstate_init(void)
+{
+    qemu_register_shutdown_notifier(&remote_runstate_shutdown_notifier);
+}
 
 /*
  * With the BQL: a proxy's VM stopped. vm_stop() drains the devices' I/O
@@ -42,6 +59,13 @@ static bool remote_runstate_resume(Error **errp)
 {
     ERRP_GUARD();
 
+    /*
+     * A proxy that goes as the process exits (its remote object is
+     * finalized) resumes nothing: the block nodes are closed by then.
+     */
+    if (remote_exiting) {
+        return true;
+    }
     trace_remote_runstate_resume(runstate_check(RUN_STATE_INMIGRATE));
     if (!remote_disks_activate(errp)) {
         error_prepend(errp, "the remote process stays stopped: ");

@@ -139,6 +139,7 @@ bool remote_disks_take(PCIDevice *pdev, Error **errp);
 bool remote_disks_activate(Error **errp);
 
 /* remote-runstate.c */
+void remote_runstate_init(void);
 void remote_runstate_hold(void);
 bool remote_runstate_release(Error **errp);
 bool remote_runstate_proxy_runs(Error **errp);
