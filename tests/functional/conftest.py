@@ -22,5 +22,6 @@ def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
     rep = outcome.get_result()
     if rep.failed and rep.when == "call":
         for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, VM):
-                rep.sections.append((f"mpqemu logs of VM {value.name}", value.logs()))
+            # A fixture gives a VM, or a factory that lists the VMs it started.
+            for vm in [value] if isinstance(value, VM) else getattr(value, "started_vms", []):
+                rep.sections.append((f"mpqemu logs of VM {vm.name}", vm.logs()))

@@ -41,7 +41,6 @@ Run: scripts/run-tests.sh tests/functional/test_migration.py (about 4 min).
 import hashlib
 import os
 import signal
-import time
 
 import pytest
 
@@ -58,15 +57,24 @@ from mpqemu_vm import Child
 fixture_vm = pytest.fixture(name="vm")(started_crash_vm)
 
 
+class Destinations:
+    """Starts a test's destination VMs; a failed test's report shows their
+    logs too (conftest.py reads started_vms)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.started_vms = []
+
+    def __call__(self):
+        self.started_vms.append(start_destination(self.name))
+        return self.started_vms[-1]
+
+
 @pytest.fixture(name="dst")
 def fixture_dst(request):
-    vms = []
-
-    def make():
-        vms.append(start_destination(request.node.name))
-        return vms[-1]
-    yield make
-    for vm in vms:
+    destinations = Destinations(request.node.name)
+    yield destinations
+    for vm in destinations.started_vms:
         vm.close()
         vm.cleanup()
 
