@@ -314,8 +314,10 @@ static int proxy_msi_post_load(void *opaque, int version_id)
                      g->msix_entries);
         return -EINVAL;
     }
-    memcpy(g->msix_table, table, g->msix_table_size);
-    memset(g->msix_previous, 0, g->msix_entries * sizeof(MSIMessage));
+    if (g->msix_entries) {  /* else there is no table, here or there */
+        memcpy(g->msix_table, table, g->msix_table_size);
+        memset(g->msix_previous, 0, g->msix_entries * sizeof(MSIMessage));
+    }
     g->msi_previous = (MSIMessage) {};
     return 0;
 }
