@@ -2,11 +2,14 @@
  * Access hints of the device models the remote machine knows: registers
  * whose writes must stay synchronous, and registers that can be shadowed.
  *
- * A register may be shadowed only if reading it has no side effects and
- * its value changes only when the device handles an access or before it
- * sends a notification (an interrupt): the remote marks the copy stale at
- * exactly those moments. Models not listed here get only the MSI-X hint:
- * every read goes to the device, and other memory writes are posted.
+ * A register may be shadowed only if reading it has no side effects. The
+ * remote marks the copy stale whenever the device handles an access and
+ * before it sends a notification (an interrupt); a device that also
+ * changes shadowed registers on its own, from a disk request's completion
+ * or a timer, says so (shadow_autonomous), and then the copy is marked
+ * stale also before the remote's main loop runs anything at all. Models
+ * not listed here get only the MSI-X hint: every read goes to the device,
+ * and other memory writes are posted.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -18,9 +21,7 @@
 #include "remote.h"
 
 typedef struct RemoteHintList {
-    MPQemuAccessHint *hint;
-    uint32_t nr;
-    uint32_t shadow_size;
+    RemoteHints *out;
     bool sync;              /* posted writes were negotiated */
     bool shadow;            /* the shadow was negotiated */
 } RemoteHintList;
@@ -28,10 +29,12 @@ typedef struct RemoteHintList {
 static void add_sync(RemoteHintList *l, uint8_t region, uint64_t offset,
                      uint32_t size)
 {
-    if (!l->sync || l->nr == MPQEMU_MAX_HINTS) {
+    RemoteHints *out = l->out;
+
+    if (!l->sync || out->nr == MPQEMU_MAX_HINTS) {
         return;
     }
-    l->hint[l->nr++] = (MPQemuAccessHint) {
+    out->hint[out->nr++] = (MPQemuAccessHint) {
         .region = region, .kind = MPQEMU_HINT_SYNC_WRITE,
         .offset = offset, .size = size,
     };
@@ -42,17 +45,19 @@ static void add_shadow(RemoteHintList *l, uint8_t region, uint64_t offset,
                        uint32_t size, uint8_t width, bool bytes, uint8_t min,
                        uint8_t max)
 {
-    if (!l->shadow || !size || l->nr == MPQEMU_MAX_HINTS ||
-        l->shadow_size + size > MPQEMU_SHADOW_MAX) {
+    RemoteHints *out = l->out;
+
+    if (!l->shadow || !size || out->nr == MPQEMU_MAX_HINTS ||
+        out->shadow_size + size > MPQEMU_SHADOW_MAX) {
         return;
     }
-    l->hint[l->nr++] = (MPQemuAccessHint) {
+    out->hint[out->nr++] = (MPQemuAccessHint) {
         .region = region, .kind = MPQEMU_HINT_SHADOW,
-        .offset = offset, .size = size, .shadow_offset = l->shadow_size,
+        .offset = offset, .size = size, .shadow_offset = out->shadow_size,
         .width = width, .flags = bytes ? MPQEMU_SHADOW_BYTES : 0,
         .min_size = bytes ? min : 0, .max_size = bytes ? max : 0,
     };
-    l->shadow_size += ROUND_UP(size, 8);
+    out->shadow_size += ROUND_UP(size, 8);
 }
 
 /*
@@ -122,12 +127,25 @@ static void virtio_pci_hints(PCIDevice *pdev, RemoteHintList *l)
  * after 500 instructions and resumes it 500 µs later, so the guest's
  * queue of commands waits, and keeps waiting, every burst after. These
  * writes stay synchronous. The registers are in BAR 1 (memory).
+ *
+ * Shadowed: the SCSI control and bus registers, and the scratch and DMA
+ * control registers, which drivers use as scratch space and read back.
+ * Their reads have no side effects (unlike DSTAT, CTEST2, SIST0/1 among
+ * their neighbours), and the model reads one byte at a time, so any read
+ * of 1 to 4 bytes returns the bytes as stored. The SCRIPTS processor
+ * changes all of them, also when it goes on after a disk request completed
+ * or after its 500-instruction pause: the copy is autonomous.
  */
 static void lsi_hints(PCIDevice *pdev, RemoteHintList *l)
 {
     add_sync(l, 1, 0x14, 1);                          /* ISTAT0 */
     add_sync(l, 1, 0x2c, 4);                          /* DSP */
     add_sync(l, 1, 0x3b, 1);                          /* DCNTL */
+    add_shadow(l, 1, 0x00, 0x0c, 4, true, 1, 4);      /* SCNTL0 to SBCL */
+    /* SCRATCHA, DMODE, DIEN, SBR, DCNTL */
+    add_shadow(l, 1, 0x34, 0x08, 4, true, 1, 4);
+    add_shadow(l, 1, 0x5c, 0x44, 4, true, 1, 4);      /* SCRATCHB to J */
+    l->out->shadow_autonomous = l->out->shadow_size > 0;
 }
 
 /*
@@ -148,14 +166,14 @@ static void msix_hints(PCIDevice *pdev, RemoteHintList *l)
              pdev->msix_entries_nr * PCI_MSIX_ENTRY_SIZE);
 }
 
-uint32_t remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
-                                 MPQemuAccessHint *hint,
-                                 uint32_t *shadow_size)
+void remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
+                             RemoteHints *hints)
 {
     RemoteHintList l = {
-        .hint = hint, .sync = sync, .shadow = shadow,
+        .out = hints, .sync = sync, .shadow = shadow,
     };
 
+    *hints = (RemoteHints) {};
     msix_hints(pdev, &l);
     if (object_dynamic_cast(OBJECT(pdev), "nvme")) {
         nvme_hints(pdev, &l);
@@ -164,6 +182,4 @@ uint32_t remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
     } else if (object_dynamic_cast(OBJECT(pdev), "lsi53c895a")) {
         lsi_hints(pdev, &l);
     }
-    *shadow_size = l.shadow_size;
-    return l.nr;
 }

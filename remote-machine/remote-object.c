@@ -54,9 +54,7 @@ struct RemoteObject {
     uint64_t features;          /* negotiated with HELLO */
     RemoteRing *ring;           /* BAR accesses through shared memory */
     RemoteDoorbells *doorbells; /* doorbells the proxy signals directly */
-    MPQemuAccessHint hints[MPQEMU_MAX_HINTS];   /* as last declared */
-    uint32_t nr_hints;
-    uint32_t shadow_size;
+    RemoteHints hints;          /* as last declared */
     uint32_t notify_count;      /* notifications sent on this connection */
     bool ring_answering;        /* serving a ring access the proxy awaits */
     int ring_intx;              /* the INTx level set meanwhile, or -1 */
@@ -106,8 +104,7 @@ static void remote_object_disconnect(RemoteObject *o, const char *reason)
     o->hello_done = false;
     o->features = 0;
     o->ring_answering = false;
-    o->nr_hints = 0;
-    o->shadow_size = 0;
+    o->hints = (RemoteHints) {};
     if (o->doorbells) {
         remote_doorbells_stop(o->doorbells);
         o->doorbells = NULL;
@@ -448,18 +445,20 @@ static void remote_handle_access_hints(RemoteObject *o, MPQemuMsg *req,
                                         "shadow were negotiated");
         return;
     }
-    o->nr_hints = remote_hints_for_device(
-        o->pdev, o->features & MPQEMU_FEATURE_POSTED_WRITES,
-        o->features & MPQEMU_FEATURE_SHADOW, o->hints, &o->shadow_size);
+    remote_hints_for_device(o->pdev,
+                            o->features & MPQEMU_FEATURE_POSTED_WRITES,
+                            o->features & MPQEMU_FEATURE_SHADOW, &o->hints);
 
     mpqemu_msg_init_reply(reply, req, sizeof(MPQemuAccessHints));
-    out->nr_hints = cpu_to_le32(o->nr_hints);
-    out->shadow_size = cpu_to_le32(o->shadow_size);
-    for (uint32_t i = 0; i < o->nr_hints; i++) {
-        out->hint[i] = o->hints[i];
-        out->hint[i].offset = cpu_to_le64(o->hints[i].offset);
-        out->hint[i].size = cpu_to_le32(o->hints[i].size);
-        out->hint[i].shadow_offset = cpu_to_le32(o->hints[i].shadow_offset);
+    out->nr_hints = cpu_to_le32(o->hints.nr);
+    out->shadow_size = cpu_to_le32(o->hints.shadow_size);
+    for (uint32_t i = 0; i < o->hints.nr; i++) {
+        const MPQemuAccessHint *h = &o->hints.hint[i];
+
+        out->hint[i] = *h;
+        out->hint[i].offset = cpu_to_le64(h->offset);
+        out->hint[i].size = cpu_to_le32(h->size);
+        out->hint[i].shadow_offset = cpu_to_le32(h->shadow_offset);
     }
 }
 
@@ -474,8 +473,7 @@ static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
                                       : "the ring was not negotiated");
         return;
     }
-    o->ring = remote_ring_start(o, o->fd, req, o->hints, o->nr_hints,
-                                o->shadow_size, &err);
+    o->ring = remote_ring_start(o, o->fd, req, &o->hints, &err);
     if (!o->ring) {
         mpqemu_msg_init_error(reply, req, -EINVAL, "%s",
                               error_get_pretty(err));

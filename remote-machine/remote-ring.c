@@ -1,7 +1,9 @@
 /*
  * Remote side of the shared-memory ring: the main loop serves the BAR accesses
  * the proxy queues, keeps the shadow copy of side-effect-free registers, and
- * passes doorbell eventfds on to the device once the ring is drained. While
+ * passes doorbell eventfds on to the device once the ring is drained (a copy
+ * of registers the device also changes on its own is stale whenever the
+ * main loop may run the device's code, see remote_rings_quiet). While
  * a device is busy the main loop polls its ring (and the completions of the
  * block layer) instead of sleeping, for a window that adapts to the gaps
  * between requests; while all are idle it sleeps as usual.
@@ -68,6 +70,9 @@ struct RemoteRing {
     MPQemuAccessHint hint[MPQEMU_MAX_HINTS];    /* host order, shadows only */
     uint32_t nr_hints;
     uint32_t shadow_gen;        /* ours; the page's copy is only published */
+    bool shadow_autonomous;     /* the device changes it on its own too */
+    /* made stale only in case the main loop ran the device: see suspend */
+    bool shadow_suspended;
     uint32_t served;            /* the last request answered */
     int kick_fd;
     int done_fd;
@@ -88,6 +93,17 @@ static Notifier remote_rings_poll_notifier;
 static bool remote_rings_polling;
 /* A doorbell was passed on: its device's handler runs in the main loop */
 static bool remote_rings_pass_wanted;
+/*
+ * Whether the main loop runs nothing but the rings: from the moment it
+ * prepares to wait until it wakes up. While it is not quiet, bottom halves,
+ * descriptor handlers and timers may run any device's code, which may
+ * change registers on its own (the LSI's SCRIPTS go on when a disk request
+ * completes): autonomous copies are stale then, and only a read served
+ * while quiet makes them current again. QEMU's main loop has no hook
+ * between its wake-up and its dispatch; the check function of a GSource
+ * that runs before all others is that hook.
+ */
+static bool remote_rings_quiet;
 
 static void remote_ring_free(void *opaque)
 {
@@ -115,15 +131,60 @@ static bool remote_ring_shadowed(RemoteRing *rr, uint32_t region,
     return false;
 }
 
+static void remote_ring_shadow_publish(RemoteRing *rr, uint32_t gen)
+{
+    rr->shadow_gen = gen;
+    qatomic_set(&rr->ring->shadow_gen, gen);
+    smp_mb();
+}
+
 /* With the BQL: the registers may change from now on */
 void remote_ring_shadow_stale(RemoteRing *rr)
 {
+    rr->shadow_suspended = false;
     if (!rr->nr_hints || (rr->shadow_gen & 1)) {
         return;
     }
-    rr->shadow_gen++;
-    qatomic_set(&rr->ring->shadow_gen, rr->shadow_gen);
-    smp_wmb();
+    remote_ring_shadow_publish(rr, rr->shadow_gen + 1);
+}
+
+/*
+ * With the BQL: the main loop is about to run code that may be a device's.
+ * The copies it could change on their own are stale from now on.
+ */
+static void remote_rings_shadows_suspend(void)
+{
+    RemoteRing *rr;
+
+    remote_rings_quiet = false;
+    QLIST_FOREACH(rr, &remote_rings, next) {
+        /* what an earlier suspension guarded may have run: stale for good */
+        rr->shadow_suspended = false;
+        if (rr->shadow_autonomous && !(rr->shadow_gen & 1)) {
+            remote_ring_shadow_publish(rr, rr->shadow_gen + 1);
+            rr->shadow_suspended = true;
+        }
+    }
+}
+
+/*
+ * With the BQL, right after remote_rings_shadows_suspend(): ... and it ran
+ * nothing. A copy that this suspension made stale, and that nothing else
+ * made stale or refreshed meanwhile, holds what the registers hold: it is
+ * current again, with the generation it had. (A proxy that read it during
+ * the pause saw the same bytes, so the generation may come back.)
+ */
+static void remote_rings_shadows_resume(void)
+{
+    RemoteRing *rr;
+
+    remote_rings_quiet = true;
+    QLIST_FOREACH(rr, &remote_rings, next) {
+        if (rr->shadow_suspended) {
+            rr->shadow_suspended = false;
+            remote_ring_shadow_publish(rr, rr->shadow_gen - 1);
+        }
+    }
 }
 
 /* With the BQL: read every shadowed register again and publish the copy */
@@ -143,8 +204,8 @@ static void remote_ring_shadow_refresh(RemoteRing *rr)
         }
     }
     smp_wmb();
-    rr->shadow_gen++;
-    qatomic_set(&rr->ring->shadow_gen, rr->shadow_gen);
+    rr->shadow_suspended = false;
+    remote_ring_shadow_publish(rr, rr->shadow_gen + 1);
     trace_remote_ring_shadow_refresh(rr->shadow_gen);
 }
 
@@ -177,7 +238,8 @@ static void remote_ring_serve_entry(RemoteRing *rr, uint32_t seq)
         if (awaited) {
             intx = remote_object_ring_answer_end(rr->owner);
         }
-        if (shadowed && (rr->shadow_gen & 1)) {
+        if (shadowed && (rr->shadow_gen & 1) &&
+            (remote_rings_quiet || !rr->shadow_autonomous)) {
             remote_ring_shadow_refresh(rr);
         }
     } else {
@@ -324,6 +386,8 @@ static void remote_rings_poll(Notifier *notifier, void *data)
     if (mlpoll->state != MAIN_LOOP_POLL_FILL) {
         return;
     }
+    /* Since it woke up, the main loop ran what it had to; now only rings */
+    remote_rings_quiet = true;
     for (;;) {
         bool busy = false, worked = false, look = false, socket = false;
 
@@ -351,7 +415,10 @@ static void remote_rings_poll(Notifier *notifier, void *data)
          * have signalled, and the block layer's completion descriptors.
          */
         if (qatomic_read(&main_ctx->notified) || look) {
-            aio_poll(main_ctx, false);
+            remote_rings_shadows_suspend();
+            if (!aio_poll(main_ctx, false)) {
+                remote_rings_shadows_resume();
+            }
             look = true;
         }
         /* spinning: the clock matters only now and then */
@@ -401,6 +468,32 @@ static void remote_rings_poll(Notifier *notifier, void *data)
     }
 }
 
+/* The main loop's wake-up: its dispatch follows */
+static gboolean remote_rings_wake_prepare(GSource *source, gint *timeout)
+{
+    *timeout = -1;
+    return FALSE;
+}
+
+static gboolean remote_rings_wake_check(GSource *source)
+{
+    remote_rings_shadows_suspend();
+    return FALSE;
+}
+
+static gboolean remote_rings_wake_dispatch(GSource *source,
+                                           GSourceFunc callback,
+                                           gpointer user_data)
+{
+    return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs remote_rings_wake_funcs = {
+    .prepare = remote_rings_wake_prepare,
+    .check = remote_rings_wake_check,
+    .dispatch = remote_rings_wake_dispatch,
+};
+
 /*
  * With the BQL: serve the ring when @fd (a doorbell's eventfd) is signalled.
  * Edge-triggered: nobody here reads it, so a descriptor number that is
@@ -433,11 +526,12 @@ void remote_ring_unwatch(RemoteRing *rr, int fd)
  * polling as soon as the proxy sends something there.
  */
 RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
-                              MPQemuMsg *req, const MPQemuAccessHint *hints,
-                              uint32_t nr_hints, uint32_t shadow_size,
+                              MPQemuMsg *req, const RemoteHints *hints,
                               Error **errp)
 {
+    uint32_t shadow_size = hints->shadow_size;
     uint32_t size = le32_to_cpu(req->u.ring_setup.size);
+    GSource *wake;
     RemoteRing *rr;
     struct stat st;
     void *map;
@@ -478,11 +572,12 @@ RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
     rr->owner = owner;
     rr->ring = map;
     rr->size = size;
-    for (uint32_t i = 0; i < nr_hints; i++) {
-        if (hints[i].kind == MPQEMU_HINT_SHADOW) {
-            rr->hint[rr->nr_hints++] = hints[i];
+    for (uint32_t i = 0; i < hints->nr; i++) {
+        if (hints->hint[i].kind == MPQEMU_HINT_SHADOW) {
+            rr->hint[rr->nr_hints++] = hints->hint[i];
         }
     }
+    rr->shadow_autonomous = hints->shadow_autonomous;
     /* Stale until a shadowed register is first read */
     rr->shadow_gen = 1;
     qatomic_set(&rr->ring->shadow_gen, rr->shadow_gen);
@@ -504,7 +599,14 @@ RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
     if (!remote_rings_poll_notifier.notify) {
         remote_rings_poll_notifier.notify = remote_rings_poll;
         main_loop_poll_add_notifier(&remote_rings_poll_notifier);
+        /* checked first, so before anything is dispatched; never removed */
+        wake = g_source_new(&remote_rings_wake_funcs, sizeof(GSource));
+        g_source_set_priority(wake, G_MININT);
+        g_source_attach(wake, NULL);
+        g_source_unref(wake);
     }
+    /* We are in a request's handler: the main loop is not quiet */
+    remote_rings_quiet = false;
     QLIST_INSERT_HEAD(&remote_rings, rr, next);
     return rr;
 }

@@ -87,11 +87,22 @@ bool remote_memory_receive(RemoteMemory *mem, MPQemuMsg *msg, Error **errp);
 void remote_memory_clear(RemoteMemory *mem);
 void remote_memory_destroy(RemoteMemory *mem);
 
+/* What a device declares with ACCESS_HINTS, in host byte order */
+typedef struct RemoteHints {
+    MPQemuAccessHint hint[MPQEMU_MAX_HINTS];
+    uint32_t nr;
+    uint32_t shadow_size;
+    /*
+     * The device also changes shadowed registers on its own, not only when
+     * it handles an access or before it sends a notification
+     */
+    bool shadow_autonomous;
+} RemoteHints;
+
 /* remote-ring.c: BAR accesses through shared memory */
 typedef struct RemoteRing RemoteRing;
 RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
-                              MPQemuMsg *req, const MPQemuAccessHint *hints,
-                              uint32_t nr_hints, uint32_t shadow_size,
+                              MPQemuMsg *req, const RemoteHints *hints,
                               Error **errp);
 void remote_ring_stop(RemoteRing *rr);
 void remote_ring_shadow_stale(RemoteRing *rr);
@@ -99,9 +110,8 @@ bool remote_ring_watch(RemoteRing *rr, int fd, uint32_t id);
 void remote_ring_unwatch(RemoteRing *rr, int fd);
 
 /* remote-hints.c: which registers are synchronous, which are shadowed */
-uint32_t remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
-                                 MPQemuAccessHint *hint,
-                                 uint32_t *shadow_size);
+void remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
+                             RemoteHints *hints);
 
 /* remote-doorbell.c: the device's ioeventfds, handed to the proxy */
 typedef struct RemoteDoorbells RemoteDoorbells;

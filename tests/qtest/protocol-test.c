@@ -6,7 +6,8 @@
  * - "remote" cases talk to a real remote process (x-remote machine serving
  *   an lsi53c895a, or an nvme) while the test plays the proxy;
  *   "remote/ring" cases set up the shared-memory ring, badly or well, and
- *   use it (batches of posted writes, the shadow copy of registers);
+ *   use it (batches of posted writes, the shadow copy of registers, also
+ *   of registers the LSI's SCRIPTS change on their own);
  *   "remote/hints" cases ask for the device's access hints;
  * - "proxy" cases run a main QEMU with an x-pci-proxy-dev while a thread of
  *   the test plays the remote and answers a BAR read badly, on the socket
@@ -1031,10 +1032,13 @@ static void test_remote_bad_flags(void)
 #define LSI_MMIO_SIZE           1024
 #define LSI_REG_DSTAT           0x0c
 #define LSI_REG_ISTAT0          0x14
+#define LSI_REG_CTEST2          0x1a
 #define LSI_REG_DSP             0x2c
 #define LSI_REG_DCNTL           0x3b
 #define LSI_REG_SCRATCHA        0x34
 #define LSI_REG_DIEN            0x39
+#define LSI_REG_SIST0           0x42
+#define LSI_REG_SIST1           0x43
 #define LSI_REG_SCRATCHB        0x5c    /* SCRATCHB to SCRATCHR follow */
 #define LSI_NR_SCRATCH          18
 #define LSI_DSTAT_ABRT          0x10
@@ -2331,20 +2335,41 @@ static void test_remote_hints_nvme(void)
 
 /*
  * The LSI: the writes that start or wake its SCRIPTS processor wait for it,
- * the other registers (SCRATCHA here) are posted; nothing is shadowed.
+ * the other registers (SCRATCHA here) are posted; the scratch registers
+ * are shadowed, the registers that clear when read are not.
  */
 static void test_remote_hints_lsi(void)
 {
+    static const uint8_t clear_on_read[] = {
+        LSI_REG_DSTAT, LSI_REG_CTEST2, LSI_REG_SIST0, LSI_REG_SIST1,
+    };
     Remote r;
     MPQemuAccessHints hints;
+    const MPQemuAccessHint *h;
 
     remote_start(&r);
     g_assert_cmphex(remote_hello_features(&r, HINT_FEATURES), ==,
                     HINT_FEATURES);
     remote_access_hints(&r, &hints);
-    g_assert_cmpuint(hints.nr_hints, ==, 3);
     g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SYNC_WRITE), ==, 3);
-    g_assert_cmpuint(hints.shadow_size, ==, 0);
+    g_assert_cmpuint(hints.shadow_size, >, 0);
+    /* SCRATCHA and SCRATCHB to J read as memory, any 1 to 4 bytes */
+    h = find_hint(&hints, MPQEMU_HINT_SHADOW, LSI_MMIO_REGION,
+                  LSI_REG_SCRATCHA, LSI_REG_SCRATCHA + 4);
+    g_assert_nonnull(h);
+    g_assert_cmphex(h->flags, ==, MPQEMU_SHADOW_BYTES);
+    g_assert_cmpuint(h->min_size, ==, 1);
+    g_assert_cmpuint(h->max_size, ==, 4);
+    g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SHADOW, LSI_MMIO_REGION,
+                               LSI_REG_SCRATCHB, LSI_REG_SCRATCHB + 4 * 17));
+    /* DSTAT, CTEST2 and SIST0/1 change when read: never from the shadow */
+    for (int i = 0; i < ARRAY_SIZE(clear_on_read); i++) {
+        g_assert_null(find_hint(&hints, MPQEMU_HINT_SHADOW, LSI_MMIO_REGION,
+                                clear_on_read[i], clear_on_read[i] + 1));
+    }
+    /* nothing of the I/O BAR */
+    g_assert_null(find_hint(&hints, MPQEMU_HINT_SHADOW, 0, LSI_REG_SCRATCHA,
+                            LSI_REG_SCRATCHA + 1));
     g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SYNC_WRITE,
                                LSI_MMIO_REGION, LSI_REG_ISTAT0,
                                LSI_REG_ISTAT0 + 1));
@@ -2851,6 +2876,139 @@ static void test_remote_ring_shadow(void)
     remote_stop(&r);
     test_ring_free(&t);
     test_ring_free(&small);
+}
+
+/* Where the LSI shadow test puts its SCRIPTS, in the memory it maps */
+#define SCRIPTS_GPA             0x100000
+#define SCRIPTS_MEM_SIZE        0x10000
+/* SCRIPTS: MOVE SCRATCHA0 + 1 TO SCRATCHA0 (read-modify-write, ADD) */
+#define SCRIPTS_INC_SCRATCHA0   (0x7e000000u | (LSI_REG_SCRATCHA << 16) | \
+                                 (1 << 8))
+#define SCRIPTS_JUMP            0x80080000u     /* unconditional */
+
+/*
+ * The remote reads SCRATCHA through the ring until a read leaves the copy
+ * current (a read served while its main loop is busy with other things does
+ * not); the copy's generation, or 0 if none did within @tries reads.
+ */
+static uint32_t lsi_shadow_made_current(TestRing *t,
+                                        const MPQemuAccessHint *h,
+                                        int tries, uint32_t *value)
+{
+    for (int i = 0; i < tries; i++) {
+        uint32_t gen;
+
+        *value = ring_read(t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4);
+        gen = qatomic_load_acquire(&t->ring->shadow_gen);
+        if (!(gen & 1)) {
+            uint32_t copy = shadow_copy(t, h, LSI_REG_SCRATCHA, 4);
+
+            smp_rmb();
+            if (qatomic_read(&t->ring->shadow_gen) == gen) {
+                /* the read that refreshed it, and nothing ran since */
+                g_assert_cmphex(copy, ==, *value);
+                return gen;
+            }
+        }
+    }
+    return 0;
+}
+
+/*
+ * (24) the LSI's shadow: its SCRIPTS processor changes the scratch
+ * registers on its own. A SCRIPTS loop that increments SCRATCHA runs in
+ * bursts of 500 instructions (250 increments), each started by a timer of
+ * the remote 500 µs after the last, with no access and no interrupt in
+ * between: a burst makes the copy stale. (Under qtest the remote's virtual
+ * clock moves only when the test steps it.) Once the SCRIPTS stop, the
+ * copy stays current.
+ */
+static void test_remote_ring_shadow_lsi(void)
+{
+    const MPQemuMemorySection ram = {
+        .gpa = SCRIPTS_GPA, .size = SCRIPTS_MEM_SIZE,
+    };
+    const uint32_t scripts[] = {
+        SCRIPTS_INC_SCRATCHA0, 0,
+        SCRIPTS_JUMP, SCRIPTS_GPA,
+    };
+    Remote r;
+    TestRing t;
+    MPQemuMsg req, reply;
+    MPQemuAccessHints hints;
+    const MPQemuAccessHint *h;
+    uint32_t gen, value;
+    uint8_t *mem;
+    int memfd;
+
+    remote_start(&r);
+    g_assert_cmphex(remote_hello_features(&r, HINT_FEATURES), ==,
+                    HINT_FEATURES);
+    remote_access_hints(&r, &hints);
+    h = find_hint(&hints, MPQEMU_HINT_SHADOW, LSI_MMIO_REGION,
+                  LSI_REG_SCRATCHA, LSI_REG_SCRATCHA + 4);
+    g_assert_nonnull(h);
+    test_ring_init(&t, MPQEMU_RING_SIZE +
+                       ROUND_UP(hints.shadow_size,
+                                qemu_real_host_page_size()));
+    remote_ring_setup(&r, &t);
+
+    /* guest memory holding the SCRIPTS; the device may master the bus */
+    memfd = qemu_memfd_create("mpqemu-protocol-test", SCRIPTS_MEM_SIZE,
+                              false, 0, 0, &error_abort);
+    g_assert_cmpint(memfd, >=, 0);
+    mem = mmap(NULL, SCRIPTS_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+               memfd, 0);
+    g_assert_true(mem != MAP_FAILED);
+    for (int i = 0; i < ARRAY_SIZE(scripts); i++) {
+        stl_le_p(mem + 4 * i, scripts[i]);
+    }
+    map_expect_ok(&r, MPQEMU_MEMORY_FIRST | MPQEMU_MEMORY_LAST, 1, &ram,
+                  &memfd);
+    init_config(&req, MPQEMU_CMD_CONFIG_WRITE, r.id++, PCI_COMMAND, 2,
+                PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+
+    /* idle: a read leaves the copy current, with the register's value */
+    gen = lsi_shadow_made_current(&t, h, 100, &value);
+    g_assert_cmpuint(gen, !=, 0);
+    g_assert_cmphex(value, ==, 0);
+
+    /* writing DSP starts the SCRIPTS: the first burst runs before it ends */
+    ring_write(&t, LSI_MMIO_REGION, LSI_REG_DSP, 4, SCRIPTS_GPA);
+    for (uint32_t bursts = 1; bursts <= 20; bursts++) {
+        gen = lsi_shadow_made_current(&t, h, 100, &value);
+        g_assert_cmpuint(gen, !=, 0);
+        g_assert_cmphex(value, ==, (250 * bursts) & 0xff);
+        /* the next burst, on its own: the copy is stale before it runs */
+        qtest_clock_step(r.qts, 500 * 1000);   /* ns */
+        gen = qatomic_load_acquire(&t.ring->shadow_gen);
+        g_assert_cmpuint(gen & 1, ==, 1);
+    }
+
+    /* a reset stops them; then the copy stays current while nothing runs */
+    mpqemu_msg_init(&req, MPQEMU_CMD_RESET, 0, r.id++, 0);
+    send_msg(r.fd, &req);
+    expect_reply(r.fd, &req, &reply, 0);
+    for (int tries = 0;; tries++) {
+        gen = lsi_shadow_made_current(&t, h, 100, &value);
+        g_assert_cmpuint(gen, !=, 0);
+        g_assert_cmphex(value, ==, 0);
+        g_usleep(20000);
+        if (qatomic_load_acquire(&t.ring->shadow_gen) == gen) {
+            break;
+        }
+        /* something else woke the remote's main loop: try again */
+        g_assert_cmpint(tries, <, 10);
+    }
+    g_assert_cmphex(shadow_copy(&t, h, LSI_REG_SCRATCHA, 4), ==, 0);
+
+    remote_check_works(&r);
+    remote_stop(&r);
+    munmap(mem, SCRIPTS_MEM_SIZE);
+    close(memfd);
+    test_ring_free(&t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -5232,6 +5390,8 @@ int main(int argc, char **argv)
                    test_remote_ring_batch);
     qtest_add_func("/mpqemu/protocol/remote/ring/shadow",
                    test_remote_ring_shadow);
+    qtest_add_func("/mpqemu/protocol/remote/ring/shadow-lsi",
+                   test_remote_ring_shadow_lsi);
     qtest_add_func("/mpqemu/protocol/remote/hints/refused",
                    test_remote_hints_refused);
     qtest_add_func("/mpqemu/protocol/remote/migration/hostile",
