@@ -8,8 +8,8 @@
 # and otherwise reported as not running, with the reason.
 # Per device: MMIO read and write latency (and the LSI's PIO read latency), config
 # space read latency, sequential direct-read MB/s, 4 KiB random-read IOPS at queue
-# depth 1 and 16, host CPU seconds of main + remote QEMU over the run and over an
-# idle window; ratios to in-process next to the task's targets (met / NOT met).
+# depth 1 and 16, host CPU seconds of main + remote QEMU over the run and over
+# idle windows (the median of 3); ratios to in-process next to the task's targets (met / NOT met).
 # See scripts/mpqemu-bench.py; arguments are passed on, e.g. --quick for a short
 # run (about 4 minutes), --reps 5, --devices nvme,virtio-blk, --transport fd,
 # --idle-seconds 20, --no-upstream, --pin (each VM's vCPU thread on one CPU, all

@@ -39,8 +39,8 @@ In every VM the guest measures:
     (O_DIRECT preads at random 4 KiB-aligned offsets from a fixed seed; QD16 =
     16 threads each with one read in flight) for --rand-seconds per run;
 and the host side adds the CPU time of the main QEMU plus the remote: over
-the column's own runs, and over --idle-seconds of the idle guests after the
-measurements (both from the threads' /proc/<pid>/task/*/schedstat, in ns: the
+the column's own runs, and over --idle-windows windows of --idle-seconds
+each of the idle guests after the measurements (the median; both from the threads' /proc/<pid>/task/*/schedstat, in ns: the
 10 ms ticks of utime + stime are too coarse for a 1.1x target over a few
 seconds of some 2% CPU; the log shows utime + stime of the idle window too).
 The machines here are shared and their speed drifts by 2x within a minute,
@@ -643,22 +643,29 @@ def take_figures(columns, args):
             f"in {col.t_runs:.1f} s")
 
     # Idle: every guest sits at its shell prompt; nothing is typed meanwhile.
+    # A few windows one after the other, all columns at once: a window's CPU
+    # is some 0.1 s, which one timer more or less changes by 10%.
     time.sleep(args.idle_settle)
-    before = {col.label: (vm_threads(col.vm), vm_cpu(col.vm)) for col in columns}
-    t_idle = time.monotonic()
-    time.sleep(args.idle_seconds)
-    after = {col.label: (vm_threads(col.vm), vm_cpu(col.vm)) for col in columns}
-    t_idle = time.monotonic() - t_idle
     for col in columns:
-        (b_threads, b_ticks), (a_threads, a_ticks) = before[col.label], after[col.label]
-        ticks = {k: a_ticks[k] - b_ticks[k] for k in a_ticks}
-        idle = window_cpu(b_threads, a_threads) if b_threads and a_threads else ticks
-        # Scaled to exactly idle_seconds (the sleep may overrun a little).
-        col.res["idle"] = sum(idle.values()) * args.idle_seconds / t_idle
-        log(f"bench: {col.name}: host CPU while idle for {t_idle:.2f} s: "
-            + ", ".join(f"{k} {v:.3f} s" for k, v in idle.items())
-            + " (utime+stime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ticks.items())
-            + ")")
+        col.runs["idle"] = []
+    for window in range(args.idle_windows):
+        before = {col.label: (vm_threads(col.vm), vm_cpu(col.vm)) for col in columns}
+        t_idle = time.monotonic()
+        time.sleep(args.idle_seconds)
+        after = {col.label: (vm_threads(col.vm), vm_cpu(col.vm)) for col in columns}
+        t_idle = time.monotonic() - t_idle
+        for col in columns:
+            (b_threads, b_ticks), (a_threads, a_ticks) = before[col.label], after[col.label]
+            ticks = {k: a_ticks[k] - b_ticks[k] for k in a_ticks}
+            idle = window_cpu(b_threads, a_threads) if b_threads and a_threads else ticks
+            # Scaled to exactly idle_seconds (the sleep may overrun a little).
+            col.runs["idle"].append(sum(idle.values()) * args.idle_seconds / t_idle)
+            log(f"bench: {col.name}: host CPU while idle, window {window + 1} of "
+                f"{t_idle:.2f} s: " + ", ".join(f"{k} {v:.3f} s" for k, v in idle.items())
+                + " (utime+stime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ticks.items())
+                + ")")
+    for col in columns:
+        col.res["idle"] = statistics.median(col.runs["idle"])
 
 
 def measure(devclass, modes, args, disk, deadline=None):
@@ -944,7 +951,8 @@ def print_table(args, results, classes, modes, upstream):
         print(f"  upstream = {args.upstream_qemu} (QEMU {args.upstream_version}), "
               "upstream's x-pci-proxy-dev, fd=, TCG")
     print("  host CPU = main + remote QEMU, over the column's own runs; idle = "
-          f"{args.idle_seconds:g} s of the idle guests after the measurements")
+          f"{args.idle_seconds:g} s of the idle guests after the measurements, the "
+          f"median of {args.idle_windows} such windows")
     print("ratios: proxied / in-process (latency, CPU: >1x = proxied costs more; "
           "MB/s, IOPS: <1x = proxied slower),")
     print("  the median of the ratios of runs taken one after the other")
@@ -1055,6 +1063,9 @@ def main():
                         help="duration of one random-read run, per queue depth (2)")
     parser.add_argument("--idle-seconds", type=float,
                         help="idle window for the idle CPU figure (10)")
+    parser.add_argument("--idle-windows", type=int,
+                        help="idle windows, one after the other; the figure is their "
+                        "median, the ratio the median of theirs (3)")
     parser.add_argument("--idle-settle", type=float, default=1.0,
                         help="pause between the last measurement and the idle window (1)")
     parser.add_argument("--pin", action="store_true",
@@ -1076,11 +1087,13 @@ def main():
     args = parser.parse_args()
 
     defaults = ({"disk_mib": 64, "reps": 3, "seconds": 0.2, "seq_seconds": 0.5,
-                 "rand_seconds": 0.5, "idle_seconds": 4.0, "upstream_seconds": 12.0,
+                 "rand_seconds": 0.5, "idle_seconds": 4.0, "idle_windows": 1,
+                 "upstream_seconds": 12.0,
                  "upstream_deadline": 240.0}
                 if args.quick else
                 {"disk_mib": 256, "reps": 5, "seconds": 0.5, "seq_seconds": 2.0,
-                 "rand_seconds": 2.0, "idle_seconds": 10.0, "upstream_seconds": 20.0,
+                 "rand_seconds": 2.0, "idle_seconds": 10.0, "idle_windows": 3,
+                 "upstream_seconds": 20.0,
                  "upstream_deadline": 600.0})
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -1089,7 +1102,8 @@ def main():
         classes = [CLASSES[n] for n in args.devices.split(",") if n]
     except KeyError as exc:
         parser.error(f"unknown device class {exc}; choose from {', '.join(CLASSES)}")
-    if not classes or args.reps < 1 or args.disk_mib < 1 or args.idle_seconds <= 0:
+    if (not classes or args.reps < 1 or args.disk_mib < 1 or args.idle_seconds <= 0 or
+            args.idle_windows < 1):
         parser.error("nothing to measure")
 
     vm_mode = f"proxy-{args.transport}"
