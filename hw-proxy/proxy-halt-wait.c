@@ -1,6 +1,6 @@
 /*
- * A halted vCPU waits on the sockets of the proxied devices too: a remote's
- * interrupt then wakes the vCPU itself, not the main loop and then the vCPU.
+ * A halted vCPU waits on the sockets of the proxied devices instead of the
+ * main loop: a remote's interrupt wakes the vCPU, not the main loop and then it.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -123,6 +123,10 @@ static bool proxy_halt_wait(CPUState *cpu)
     if (cpu_thread_is_idle(cpu)) {
         trace_proxy_halt_wait(cpu->cpu_index, n);
         halt_links_waiter = cpu;
+        /* what arrives is ours: the main loop sleeps on */
+        for (unsigned i = 0; i < n; i++) {
+            proxy_link_watch_suspend(links[i]);
+        }
         bql_unlock();
         if (poll(pfd, n + 1, -1) < 0) {
             pfd[0].revents = 0;
@@ -132,6 +136,7 @@ static bool proxy_halt_wait(CPUState *cpu)
         }
         bql_lock();
         halt_links_waiter = NULL;
+        trace_proxy_halt_woken(cpu->cpu_index, !!pfd[0].revents);
     }
     qatomic_set(&w->waiting, false);
     /* a kick that comes later only makes the next wait look once more */
@@ -146,6 +151,8 @@ static bool proxy_halt_wait(CPUState *cpu)
             proxy_link_poll_notifications(links[i]);
         }
     }
+    /* ... and what came since, or was left, the main loop's */
+    proxy_link_watch_resume_all();
     return true;
 }
 

@@ -22,8 +22,6 @@
 #include "qemu/bswap.h"
 #include "proxy.h"
 
-static void proxy_link_readable(void *opaque);
-
 /* With the link lock: forget notifications not applied, and their fds */
 static void proxy_link_drop_events_locked(ProxyLink *link)
 {
@@ -37,6 +35,7 @@ void proxy_link_init(ProxyLink *link)
 {
     qemu_mutex_init(&link->lock);
     link->fd = -1;
+    link->watch_fd = -1;
     link->events = g_array_new(false, false, sizeof(MPQemuMsg));
 }
 
@@ -68,7 +67,7 @@ void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
     link->fail = fail;
     link->opaque = opaque;
     qemu_mutex_unlock(&link->lock);
-    qemu_set_fd_handler(fd, proxy_link_readable, NULL, link);
+    proxy_link_watch(link, fd);
 }
 
 void proxy_link_close(ProxyLink *link)
@@ -86,7 +85,7 @@ void proxy_link_close(ProxyLink *link)
     proxy_ring_close(link);
     qemu_mutex_unlock(&link->lock);
     if (fd >= 0) {
-        qemu_set_fd_handler(fd, NULL, NULL, NULL);
+        proxy_link_unwatch(link, fd);
         close(fd);
     }
 }
@@ -129,7 +128,7 @@ static void proxy_link_settle(ProxyLink *link)
         link->notify(link->opaque, &g_array_index(events, MPQemuMsg, i));
     }
     if (dead_fd >= 0) {
-        qemu_set_fd_handler(dead_fd, NULL, NULL, NULL);
+        proxy_link_unwatch(link, dead_fd);
         close(dead_fd);
         link->fail(link->opaque, link->broken_cause, link->broken);
     }
@@ -288,12 +287,6 @@ void proxy_link_poll_notifications(ProxyLink *link)
         proxy_link_take_notifications(link, 0);
     }
     proxy_link_unlock_and_settle(link);
-}
-
-/* Notifications that arrive while no request is waiting for its reply */
-static void proxy_link_readable(void *opaque)
-{
-    proxy_link_poll_notifications(opaque);
 }
 
 static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,

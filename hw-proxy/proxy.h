@@ -37,6 +37,9 @@ typedef struct ProxyLink {
     uint32_t notify_count;  /* notifications received on this connection */
     bool bars_open;         /* BAR accesses may come (proxy_link_open_bars) */
     bool post_writes;       /* ... and writes may be posted */
+    /* With the BQL: how the main loop watches the socket (proxy-link-watch.c) */
+    int watch_fd;           /* the socket in the epoll set, or -1 */
+    bool watch_suspended;   /* ... taken out of it by a halted vCPU */
 
     /* BAR accesses through shared memory, when negotiated (proxy-ring.c) */
     MPQemuRing *ring;
@@ -73,6 +76,12 @@ void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
                              Error *err);
 bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);
 void proxy_link_poll_notifications(ProxyLink *link);
+
+/* proxy-link-watch.c */
+void proxy_link_watch(ProxyLink *link, int fd);
+void proxy_link_unwatch(ProxyLink *link, int fd);
+void proxy_link_watch_suspend(ProxyLink *link);
+void proxy_link_watch_resume_all(void);
 
 /* proxy-halt-wait.c */
 void proxy_halt_wait_add(ProxyLink *link);

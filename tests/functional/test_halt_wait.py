@@ -5,13 +5,17 @@ With x-pci-proxy-dev's halt-wait on (the default), a vCPU that halts while
 the guest does I/O waits on the sockets of the proxied devices as well as
 for its kicks, and applies the interrupt a remote sends; the main loop no
 longer has to wake up first.
-The main QEMU traces proxy_halt_wait, proxy_halt_wake (a halted vCPU read a
-device's socket) and proxy_msi / proxy_set_irq (an interrupt applied).
+The main QEMU traces proxy_halt_wait, proxy_halt_woken (its end),
+proxy_halt_wake (a halted vCPU read a device's socket) and proxy_msi /
+proxy_set_irq (an interrupt applied), each with the thread that did it.
 
   * A proxied virtio-blk (MSI-X, one vCPU) and a proxied LSI with a SCSI
     disk (INTx, two vCPUs), on a disk throttled to 1000 IOPS, read the
     host's pattern, read back what the guest wrote and read 4 KiB blocks one
     at a time; during that I/O halted vCPUs read the sockets themselves.
+  * The main loop leaves those sockets to the waiting vCPU: it applies no
+    interrupt while a vCPU waits on them (it used to race the vCPU for
+    each, and win half the time).
   * With halt-wait=off the same I/O is right and no vCPU waits there.
   * The idle guest's main QEMU uses next to no CPU: a vCPU that went round
     its halt wait without sleeping would use a whole one.
@@ -69,13 +73,35 @@ IDLE_SETTLE_SECONDS = 1
 IDLE_SECONDS = 3
 IDLE_MAX_CPU = 0.15
 
-MAIN_TRACES = ("proxy_halt_wait", "proxy_halt_wake", "proxy_msi", "proxy_set_irq",
-               "proxy_failed")
+MAIN_TRACES = ("proxy_halt_wait", "proxy_halt_woken", "proxy_halt_wake", "proxy_msi",
+               "proxy_set_irq", "proxy_failed")
 
-# The log backend may put "pid@seconds:" in front of the event's name.
+# With -msg timestamp=on the log backend puts "tid@seconds:" in front of the
+# event's name.
 WAKE_RE = re.compile(r"proxy_halt_wake cpu (\d+) reads link (\d+)")
 WAIT_RE = re.compile(r"proxy_halt_wait cpu (\d+) waits on (\d+) links")
 IRQ_RE = re.compile(r"proxy_(?:msi|set_irq) ")
+# In order (the events of the main QEMU all happen with the BQL): a vCPU
+# begins or ends its wait on the links, or a thread raises an interrupt
+# (an MSI, or INTx going up)
+EVENT_RE = re.compile(r"^(\d+)@[\d.]+:proxy_(?:halt_(wait|woken) cpu (\d+)"
+                      r"|(?:msi \S+ address|set_irq \S+ level 1))", re.MULTILINE)
+
+
+def main_loop_raises(log, main_pid):
+    """(interrupts raised, by the main loop, by it while a vCPU waited on the links)"""
+    waiting, raised, by_main, by_main_in_wait = set(), 0, 0, 0
+    for tid, wait, cpu in EVENT_RE.findall(log):
+        if wait == "wait":
+            waiting.add(cpu)
+        elif wait == "woken":
+            waiting.discard(cpu)
+        else:
+            raised += 1
+            if int(tid) == main_pid:
+                by_main += 1
+                by_main_in_wait += bool(waiting)
+    return raised, by_main, by_main_in_wait
 
 
 def sha256(data):
@@ -105,7 +131,8 @@ class HaltWaitVM(Topology):
         self.disk_remote = Remote("r1", args, ["dev1"],
                                   proxy_props={"dev1": props} if props else None)
         super().__init__([self.disk_remote], mode="proxy", machine="pc",
-                         main_args=["-smp", str(cpus)] + trace_args(MAIN_TRACES),
+                         main_args=["-smp", str(cpus), "-msg", "timestamp=on"]
+                         + trace_args(MAIN_TRACES),
                          name=config_id(cfg), workdir=workdir)
 
 
@@ -151,8 +178,11 @@ class TestHaltWait:
         waits = [(int(c), int(n)) for c, n in WAIT_RE.findall(log)]
         wakes = [(int(c), int(n)) for c, n in WAKE_RE.findall(io_log)]
         irqs = len(IRQ_RE.findall(io_log))
+        raised, by_main, by_main_in_wait = main_loop_raises(io_log, halt_vm.main.pid)
         print(f"{config_id(halt_vm.cfg)}: {len(waits)} halt waits, {len(wakes)} socket "
-              f"reads by halted vCPUs and {irqs} interrupts during the I/O")
+              f"reads by halted vCPUs and {irqs} interrupts during the I/O; of the "
+              f"{raised} raised, the main loop raised {by_main}, {by_main_in_wait} of "
+              "them while a vCPU waited on the links")
         assert "proxy_failed" not in log
         assert irqs, "no interrupt from the device during the I/O"
         if not expect:
@@ -162,6 +192,9 @@ class TestHaltWait:
         assert waits and all(n == 1 for _, n in waits), waits[:20]
         assert {c for c, _ in waits} <= set(range(cpus)), waits[:20]
         assert wakes and all(n == 0 for _, n in wakes), wakes[:20]
+        assert raised, "no interrupt raised during the I/O"
+        assert not by_main_in_wait, \
+            f"the main loop raised {by_main_in_wait} interrupts a waiting vCPU was there for"
 
     def test_idle_main_sleeps(self, halt_vm):
         """The idle guest's vCPUs sleep, in the halt wait or on their halt
