@@ -15,8 +15,8 @@ QAPI_MODULES := mpqemu.json mpqemu-qom.json
 PATCHES := $(sort $(wildcard qemu/patches/*.patch))
 FIRMWARE_DIRS := /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu
 
-.PHONY: all deps qemu demo check check-qtest check-functional bench soak guest clean distclean \
-	fuzz check-sanitizers
+.PHONY: all deps qemu demo check check-qtest check-functional bench bench-profile soak guest \
+	clean distclean fuzz check-sanitizers
 
 all: qemu
 
@@ -60,6 +60,12 @@ check: qemu guest
 
 bench: qemu guest
 	scripts/bench.sh
+
+# Why the bench's figures are what they are: per-thread CPU, sleeps and system
+# calls per 4 KiB read, in-process next to proxied (PROFILE_ARGS, e.g. --jobs 16)
+bench-profile: qemu guest
+	scripts/install-deps.sh --profile
+	scripts/bench.sh --io-profile $(PROFILE_ARGS)
 
 # Each disk controller under queue-depth-16 random reads, SOAK_SECONDS each:
 # a stall that comes once in minutes of load fails it.

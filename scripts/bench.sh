@@ -40,4 +40,10 @@ export MPQEMU_KERNEL MPQEMU_INITRD
 MPQEMU_KERNEL=$(sed -n 's/^KERNEL=//p' <<< "$guest")
 MPQEMU_INITRD=$(sed -n 's/^INITRD=//p' <<< "$guest")
 
-exec /usr/bin/python3 "$TOP/scripts/mpqemu-bench.py" "$@"
+# --io-profile: per-thread CPU, sleeps and system calls per I/O instead
+script=mpqemu-bench.py
+if [ "${1:-}" = "--io-profile" ]; then
+    shift
+    script=mpqemu-io-profile.py
+fi
+exec /usr/bin/python3 "$TOP/scripts/$script" "$@"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Installs the Debian packages mpqemu needs to build, test and benchmark.
 # Idempotent: does nothing (and touches no network) when everything is already there.
-# --fuzz adds what `make fuzz` needs (clang with libFuzzer and the sanitizers).
+# --fuzz adds what `make fuzz` needs (clang with libFuzzer and the sanitizers),
+# --profile what `make bench-profile` counts system calls with (perf).
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -euo pipefail
 
@@ -17,6 +18,8 @@ PKGS=(
 )
 if [ "${1:-}" = --fuzz ]; then
     PKGS+=(clang libclang-rt-dev)
+elif [ "${1:-}" = --profile ]; then
+    PKGS+=(linux-perf)
 fi
 # Packages that must come from bookworm-backports (meson >= 1.5 for QEMU 10;
 # QEMU 10.0.2's own option ROMs, e.g. linuxboot_dma.bin for -kernel, which
