@@ -142,6 +142,7 @@ static void lsi_hints(PCIDevice *pdev, RemoteHintList *l)
     add_sync(l, 1, 0x2c, 4);                          /* DSP */
     add_sync(l, 1, 0x3b, 1);                          /* DCNTL */
     add_shadow(l, 1, 0x00, 0x0c, 4, true, 1, 4);      /* SCNTL0 to SBCL */
+    add_shadow(l, 1, 0x14, 0x04, 4, true, 1, 4);      /* ISTAT0/1, MBOX0/1 */
     /* SCRATCHA, DMODE, DIEN, SBR, DCNTL */
     add_shadow(l, 1, 0x34, 0x08, 4, true, 1, 4);
     add_shadow(l, 1, 0x5c, 0x44, 4, true, 1, 4);      /* SCRATCHB to J */

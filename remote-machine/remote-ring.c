@@ -209,6 +209,26 @@ static void remote_ring_shadow_refresh(RemoteRing *rr)
     trace_remote_ring_shadow_refresh(rr->shadow_gen);
 }
 
+/*
+ * With the BQL, while quiet: make the copies the device changes on its own
+ * current again as soon as they are stale. Their registers are the ones a
+ * guest reads right after it wrote or was interrupted (the LSI's ISTAT in
+ * its interrupt handler): rather than one round trip each, such reads then
+ * find the copy current. Registers of other devices change only with an
+ * access; their copies are made current by the next shadowed read.
+ */
+static void remote_rings_refresh_autonomous(void)
+{
+    RemoteRing *rr;
+
+    assert(remote_rings_quiet);
+    QLIST_FOREACH(rr, &remote_rings, next) {
+        if (!rr->stopped && rr->shadow_autonomous && (rr->shadow_gen & 1)) {
+            remote_ring_shadow_refresh(rr);
+        }
+    }
+}
+
 /* With the BQL: serve one entry; the proxy may change it at any time */
 static void remote_ring_serve_entry(RemoteRing *rr, uint32_t seq)
 {
@@ -419,6 +439,8 @@ static void remote_rings_poll(Notifier *notifier, void *data)
             if (!aio_poll(main_ctx, false)) {
                 remote_rings_shadows_resume();
             }
+            /* what ran is done: from here on, only rings again */
+            remote_rings_quiet = true;
             look = true;
         }
         /* spinning: the clock matters only now and then */
@@ -441,6 +463,8 @@ static void remote_rings_poll(Notifier *notifier, void *data)
             mlpoll->timeout = 0;
             return;
         }
+        /* while the guest is busy with the device: see refresh_autonomous */
+        remote_rings_refresh_autonomous();
         if (!remote_rings_polling) {
             remote_rings_polling = true;
             QLIST_FOREACH(rr, &remote_rings, next) {
