@@ -6,10 +6,11 @@
 in-process and the proxied VMs of mpqemu-bench.py side by side and, while the
 guest runs randread at one queue depth, counts per I/O and per thread of the
 main QEMU (its main loop, its vCPUs, the rest) and of the remote (its main loop,
-the rest): CPU time (schedstat), voluntary and involuntary context switches
-(/proc/<pid>/task/<tid>/status: a voluntary one is a sleep, so a wake-up to
-come; an involuntary one is a thread that wanted to go on and was made to
-wait) and, where `perf` can count system call tracepoints, the system calls
+the rest): CPU time and time ready to run but waiting for a CPU (schedstat:
+where two cores are too few for the threads that want them), voluntary and
+involuntary context switches (/proc/<pid>/task/<tid>/status: a voluntary one
+is a sleep, so a wake-up to come; an involuntary one is a thread that wanted
+to go on and was made to wait) and, where `perf` can count system call tracepoints, the system calls
 that polling and waking cost (on a VM host they are expensive: the profile
 prints what one costs here).  Counts per I/O hardly move with the host's load,
 which the IOPS figures of `make bench` do: compare these from change to change.
@@ -40,20 +41,29 @@ SYSCALLS = ("ppoll", "poll", "epoll_wait", "epoll_ctl", "sched_yield", "futex",
             "read", "write", "recvmsg", "sendmsg", "io_uring_enter", "pread64",
             "preadv")
 ROLES = ("main loop", "vCPU", "other")
+# Per thread and I/O, before the system calls
+FIGURES = {"cpu_us": "CPU µs", "runnable_us": "waited for CPU µs",
+           "sleeps": "sleeps", "preempted": "preempted"}
 
 
 def thread_stats(pid):
-    """{tid: (cpu ns, voluntary, involuntary)} of the live threads of pid."""
+    """{tid: (cpu ns, runnable ns, voluntary, involuntary)} of pid's live threads.
+
+    schedstat's second field is the time the thread was ready to run but
+    waited for a CPU: where the host's two cores are too few.
+    """
     out = {}
-    for tid, ns in bench.thread_cpu_ns(pid).items():
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                cpu_ns, runnable_ns = map(int, f.read().split()[:2])
             with open(f"/proc/{pid}/task/{tid}/status", encoding="ascii") as f:
                 status = f.read()
-        except OSError:
+        except (OSError, ValueError):
             continue    # the thread has just exited
         switches = [int(re.search(rf"^{kind}_ctxt_switches:\s*(\d+)", status, re.M).group(1))
                     for kind in ("voluntary", "nonvoluntary")]
-        out[int(tid)] = (ns, *switches)
+        out[int(tid)] = (cpu_ns, runnable_ns, *switches)
     return out
 
 
@@ -133,12 +143,13 @@ def profile_run(col, seconds, jobs):
     ios = int(m.group(1))
     totals = {}
     for proc, threads in after.items():
-        for tid, (ns, vol, invol) in threads.items():
-            ns0, vol0, invol0 = before[proc].get(tid, (0, 0, 0))
+        for tid, (ns, wait, vol, invol) in threads.items():
+            ns0, wait0, vol0, invol0 = before[proc].get(tid, (0, 0, 0, 0))
             key = (proc, who.get((proc, tid), "other"))
             t = totals.setdefault(key, {})
-            for fig, value in (("cpu_us", (ns - ns0) / 1000), ("sleeps", vol - vol0),
-                               ("preempted", invol - invol0)):
+            for fig, value in (("cpu_us", (ns - ns0) / 1000),
+                               ("runnable_us", (wait - wait0) / 1000),
+                               ("sleeps", vol - vol0), ("preempted", invol - invol0)):
                 t[fig] = t.get(fig, 0) + value
             for name, count in calls.get(tid, {}).items():
                 t[name] = t.get(name, 0) + count
@@ -153,12 +164,15 @@ def print_profile(devclass, columns, iops, per_io, cost_ns):
     print(f"\n{devclass.name}: 4 KiB random reads, per I/O (median of the runs)")
     print(fmt_row("", [c.label for c in columns]))
     print(fmt_row("IOPS", [f"{statistics.median(iops[c.label]):.0f}" for c in columns]))
+    print(fmt_row("µs per I/O", [f"{1e6 / statistics.median(iops[c.label]):.1f}"
+                                 for c in columns]))
     keys = sorted({k for c in columns for run in per_io[c.label] for k in run},
                   key=lambda k: (k[0] != "main", ROLES.index(k[1])))
     for proc, role in keys:
         figs = sorted({f for c in columns for run in per_io[c.label]
                        for f in run.get((proc, role), {})},
-                      key=lambda f: (f not in ("cpu_us", "sleeps", "preempted"), f))
+                      key=lambda f: (f not in FIGURES, list(FIGURES).index(f) if f in FIGURES
+                                     else 0, f))
         print(f"  {proc} {role}")
         for fig in figs:
             vals = []
@@ -167,9 +181,8 @@ def print_profile(devclass, columns, iops, per_io, cost_ns):
                 vals.append(statistics.median(runs) if any(runs) else 0.0)
             if not any(v >= 0.05 for v in vals):
                 continue
-            label = {"cpu_us": "CPU µs", "sleeps": "sleeps", "preempted": "preempted"
-                     }.get(fig, f"{fig}()")
-            print(fmt_row("  " + label, [f"{v:.2f}" if fig != "cpu_us" else f"{v:.1f}"
+            label = FIGURES.get(fig, f"{fig}()")
+            print(fmt_row("  " + label, [f"{v:.1f}" if fig.endswith("_us") else f"{v:.2f}"
                                          for v in vals]))
     syscalls = {c.label: sum(statistics.median([sum(v for f, v in run.get(k, {}).items()
                                                     if f in SYSCALLS)
