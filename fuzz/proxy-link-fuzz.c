@@ -170,7 +170,9 @@ static void set_hints(ProxyLink *link, const uint8_t *op)
 
         memset(h, 0, sizeof(*h));
         h->region = (b >> 2) % 6;
-        h->kind = (b & 0x40) ? MPQEMU_HINT_SYNC_WRITE : MPQEMU_HINT_SHADOW;
+        h->kind = !(b & 0x40) ? MPQEMU_HINT_SHADOW :
+                  (b & 0x08) ? MPQEMU_HINT_SERIAL_WRITE :
+                  MPQEMU_HINT_SYNC_WRITE;
         h->width = width;
         h->offset = width * (i % 4);
         h->size = size;

@@ -227,11 +227,12 @@ static bool proxy_region_access(ProxyRegion *r, bool write, hwaddr addr,
 
 /*
  * Whether a write may complete before the device has seen it. As on PCI,
- * memory writes are posted and I/O writes are not; the link also keeps
- * the registers the device wants synchronous so. While the device holds
- * INTx asserted, writes wait, because one of them may be the one that
- * lowers it: the guest must not see the line still up after acknowledging
- * it. A guest that took the interrupt sees the level that raised it.
+ * memory writes are posted and I/O writes are not; the link also keeps the
+ * registers the device wants synchronous so, and posts those it wants
+ * serial one at a time. While the device holds INTx asserted, writes wait,
+ * because one of them may be the one that lowers it: the guest must not
+ * see the line still up after acknowledging it. A guest that took the
+ * interrupt sees the level that raised it.
  */
 static bool proxy_write_may_post(ProxyRegion *r)
 {
@@ -298,7 +299,8 @@ static uint64_t proxy_wanted_features(PCIProxyDev *dev)
         return always;
     }
     return always | MPQEMU_FEATURE_RING | MPQEMU_FEATURE_RING_INTX |
-           (dev->use_posted_writes ? MPQEMU_FEATURE_POSTED_WRITES : 0) |
+           (dev->use_posted_writes ? MPQEMU_FEATURE_POSTED_WRITES |
+                                     MPQEMU_FEATURE_SERIAL_WRITES : 0) |
            (dev->use_shadow ? MPQEMU_FEATURE_SHADOW : 0) |
            (dev->use_ioeventfd ? MPQEMU_FEATURE_IOEVENTFD : 0);
 }
@@ -431,6 +433,8 @@ static bool proxy_hint_valid(PCIProxyDev *dev, const MPQemuAccessHint *h,
     switch (h->kind) {
     case MPQEMU_HINT_SYNC_WRITE:
         return true;
+    case MPQEMU_HINT_SERIAL_WRITE:
+        return dev->features & MPQEMU_FEATURE_SERIAL_WRITES;
     case MPQEMU_HINT_SHADOW:
         return !r->io && is_power_of_2(h->width) && h->width <= 8 &&
                !(offset % h->width) && !(size % h->width) &&

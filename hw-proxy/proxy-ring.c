@@ -68,6 +68,7 @@ bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
     link->ring_size = size;
     link->ring_seq = 0;
     link->ring_answered = 0;
+    link->ring_serial = 0;
     link->posted_errors = 0;
     link->ring_kick_fd = kick_fd;
     link->ring_done_fd = done_fd;
@@ -213,19 +214,31 @@ bool proxy_ring_drain_locked(ProxyLink *link, Error **errp)
     return true;
 }
 
-/* Whether a write of @size bytes at @offset touches a SYNC_WRITE range */
-static bool proxy_ring_write_is_sync(ProxyLink *link, uint8_t region,
+/*
+ * How a write of @size bytes at @offset is to be made, if it could be
+ * posted: MPQEMU_HINT_SYNC_WRITE if it touches such a range, else
+ * MPQEMU_HINT_SERIAL_WRITE if it touches such a range, else 0 (posted).
+ */
+static uint8_t proxy_ring_write_kind(ProxyLink *link, uint8_t region,
                                      uint64_t offset, uint8_t size)
 {
+    uint8_t kind = 0;
+
     for (uint32_t i = 0; i < link->nr_hints; i++) {
         const MPQemuAccessHint *h = &link->hints[i];
 
-        if (h->kind == MPQEMU_HINT_SYNC_WRITE && h->region == region &&
-            offset < h->offset + h->size && h->offset < offset + size) {
-            return true;
+        if (h->region != region || offset >= h->offset + h->size ||
+            h->offset >= offset + size) {
+            continue;
+        }
+        if (h->kind == MPQEMU_HINT_SYNC_WRITE) {
+            return MPQEMU_HINT_SYNC_WRITE;
+        }
+        if (h->kind == MPQEMU_HINT_SERIAL_WRITE) {
+            kind = MPQEMU_HINT_SERIAL_WRITE;
         }
     }
-    return false;
+    return kind;
 }
 
 const MPQemuAccessHint *proxy_ring_find_hint(ProxyLink *link, uint8_t kind,
@@ -309,7 +322,7 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
     Error *err = NULL;
     uint32_t notified, notify_seq;
     int64_t deadline;
-    uint8_t intx;
+    uint8_t intx, kind;
     int status;
 
     if (!write && link->nr_hints &&
@@ -317,16 +330,26 @@ bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
         trace_proxy_shadow_read(region, offset, size, *value);
         return true;
     }
-    posted = posted && write && link->post_writes &&
-             !proxy_ring_write_is_sync(link, region, offset, size);
+    kind = posted && write && link->post_writes
+           ? proxy_ring_write_kind(link, region, offset, size)
+           : MPQEMU_HINT_SYNC_WRITE;
+    posted = kind != MPQEMU_HINT_SYNC_WRITE;
 
     /*
      * The entry is free once the request that used it last was served.
      * Usually we know that already: looking would fetch the entry's cache
      * line from the remote just before we write it, one transfer too many.
+     * A serial write also waits until the one before it was served; one
+     * a ring's length back or more was, since its entry is free again.
      */
-    if (!proxy_ring_wait_locked(link, seq - MPQEMU_RING_ENTRIES, errp)) {
+    if (!proxy_ring_wait_locked(link, seq - MPQEMU_RING_ENTRIES, errp) ||
+        (kind == MPQEMU_HINT_SERIAL_WRITE &&
+         link->ring_seq - link->ring_serial < MPQEMU_RING_ENTRIES &&
+         !proxy_ring_wait_locked(link, link->ring_serial, errp))) {
         return false;
+    }
+    if (kind == MPQEMU_HINT_SERIAL_WRITE) {
+        link->ring_serial = seq;
     }
     qatomic_set(&e->cmd, write ? MPQEMU_CMD_BAR_WRITE : MPQEMU_CMD_BAR_READ);
     qatomic_set(&e->region, region);

@@ -46,6 +46,7 @@ typedef struct ProxyLink {
     size_t ring_size;       /* the ring page and the shadow area */
     uint32_t ring_seq;      /* the last request put in the ring */
     uint32_t ring_answered; /* a request we know was answered, and all before */
+    uint32_t ring_serial;   /* the last SERIAL_WRITE put in it (or 0) */
     uint32_t posted_errors; /* refused posted writes already reported */
     int ring_kick_fd;       /* wakes the remote */
     int ring_done_fd;       /* wakes us */

@@ -1,6 +1,7 @@
 /*
  * Access hints of the device models the remote machine knows: registers
- * whose writes must stay synchronous, and registers that can be shadowed.
+ * whose writes must stay synchronous or be posted one at a time, and
+ * registers that can be shadowed.
  *
  * A register may be shadowed only if reading it has no side effects. The
  * remote marks the copy stale whenever the device handles an access and
@@ -23,11 +24,12 @@
 typedef struct RemoteHintList {
     RemoteHints *out;
     bool sync;              /* posted writes were negotiated */
+    bool serial;            /* ... and serial ones */
     bool shadow;            /* the shadow was negotiated */
 } RemoteHintList;
 
-static void add_sync(RemoteHintList *l, uint8_t region, uint64_t offset,
-                     uint32_t size)
+static void add_write_hint(RemoteHintList *l, uint8_t kind, uint8_t region,
+                           uint64_t offset, uint32_t size)
 {
     RemoteHints *out = l->out;
 
@@ -35,9 +37,23 @@ static void add_sync(RemoteHintList *l, uint8_t region, uint64_t offset,
         return;
     }
     out->hint[out->nr++] = (MPQemuAccessHint) {
-        .region = region, .kind = MPQEMU_HINT_SYNC_WRITE,
-        .offset = offset, .size = size,
+        .region = region, .kind = kind, .offset = offset, .size = size,
     };
+}
+
+static void add_sync(RemoteHintList *l, uint8_t region, uint64_t offset,
+                     uint32_t size)
+{
+    add_write_hint(l, MPQEMU_HINT_SYNC_WRITE, region, offset, size);
+}
+
+/* Synchronous where the proxy cannot post such writes one at a time */
+static void add_serial(RemoteHintList *l, uint8_t region, uint64_t offset,
+                       uint32_t size)
+{
+    add_write_hint(l, l->serial ? MPQEMU_HINT_SERIAL_WRITE
+                                : MPQEMU_HINT_SYNC_WRITE,
+                   region, offset, size);
 }
 
 /* @bytes: the range reads as memory, for accesses of @min to @max bytes */
@@ -121,12 +137,15 @@ static void virtio_pci_hints(PCIDevice *pdev, RemoteHintList *l)
 /*
  * LSI53C895A and LSI53C810 (hw/scsi/lsi53c895a.c): a write that starts or
  * wakes the SCRIPTS processor (ISTAT0's SIGP, the last byte of DSP, DCNTL's
- * start bit) runs the SCRIPTS before the write completes. In-process, the
- * guest's next access therefore finds them done. Posted, several such
- * writes pile up and one run does the work of several; QEMU stops a run
- * after 500 instructions and resumes it 500 µs later, so the guest's
- * queue of commands waits, and keeps waiting, every burst after. These
- * writes stay synchronous. The registers are in BAR 1 (memory).
+ * start bit) runs the SCRIPTS before the write completes, some 20 µs per
+ * command under TCG. Posted freely, several such writes pile up and one
+ * run does the work of several; QEMU stops a run after 500 instructions
+ * and resumes it 500 µs later, so the guest's queue of commands waits, and
+ * keeps waiting, every burst after. Posted one at a time, a run starts
+ * from each write as in-process, while the vCPU goes on (as a real PCI
+ * write does): these writes are serial, or synchronous where the proxy
+ * cannot post them so. The guest's next read still waits for the run. The
+ * registers are in BAR 1 (memory).
  *
  * Shadowed: the SCSI control and bus registers, and the scratch and DMA
  * control registers, which drivers use as scratch space and read back.
@@ -138,9 +157,9 @@ static void virtio_pci_hints(PCIDevice *pdev, RemoteHintList *l)
  */
 static void lsi_hints(PCIDevice *pdev, RemoteHintList *l)
 {
-    add_sync(l, 1, 0x14, 1);                          /* ISTAT0 */
-    add_sync(l, 1, 0x2c, 4);                          /* DSP */
-    add_sync(l, 1, 0x3b, 1);                          /* DCNTL */
+    add_serial(l, 1, 0x14, 1);                        /* ISTAT0 */
+    add_serial(l, 1, 0x2c, 4);                        /* DSP */
+    add_serial(l, 1, 0x3b, 1);                        /* DCNTL */
     add_shadow(l, 1, 0x00, 0x0c, 4, true, 1, 4);      /* SCNTL0 to SBCL */
     add_shadow(l, 1, 0x14, 0x04, 4, true, 1, 4);      /* ISTAT0/1, MBOX0/1 */
     /* SCRATCHA, DMODE, DIEN, SBR, DCNTL */
@@ -167,11 +186,14 @@ static void msix_hints(PCIDevice *pdev, RemoteHintList *l)
              pdev->msix_entries_nr * PCI_MSIX_ENTRY_SIZE);
 }
 
-void remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
+void remote_hints_for_device(PCIDevice *pdev, uint64_t features,
                              RemoteHints *hints)
 {
     RemoteHintList l = {
-        .out = hints, .sync = sync, .shadow = shadow,
+        .out = hints,
+        .sync = features & MPQEMU_FEATURE_POSTED_WRITES,
+        .serial = features & MPQEMU_FEATURE_SERIAL_WRITES,
+        .shadow = features & MPQEMU_FEATURE_SHADOW,
     };
 
     *hints = (RemoteHints) {};

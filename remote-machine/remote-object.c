@@ -246,6 +246,9 @@ static void remote_handle_hello(RemoteObject *o, MPQemuMsg *req,
     if (!(o->features & MPQEMU_FEATURE_RING)) {
         o->features &= ~MPQEMU_FEATURES_RING_BASED;
     }
+    if (!(o->features & MPQEMU_FEATURE_POSTED_WRITES)) {
+        o->features &= ~MPQEMU_FEATURE_SERIAL_WRITES;
+    }
     mpqemu_msg_init_reply(reply, req, sizeof(MPQemuHello));
     reply->u.hello.version = cpu_to_le32(MPQEMU_VERSION);
     reply->u.hello.features = cpu_to_le64(o->features);
@@ -445,9 +448,7 @@ static void remote_handle_access_hints(RemoteObject *o, MPQemuMsg *req,
                                         "shadow were negotiated");
         return;
     }
-    remote_hints_for_device(o->pdev,
-                            o->features & MPQEMU_FEATURE_POSTED_WRITES,
-                            o->features & MPQEMU_FEATURE_SHADOW, &o->hints);
+    remote_hints_for_device(o->pdev, o->features, &o->hints);
 
     mpqemu_msg_init_reply(reply, req, sizeof(MPQemuAccessHints));
     out->nr_hints = cpu_to_le32(o->hints.nr);

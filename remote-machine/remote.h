@@ -109,8 +109,8 @@ void remote_ring_shadow_stale(RemoteRing *rr);
 bool remote_ring_watch(RemoteRing *rr, int fd, uint32_t id);
 void remote_ring_unwatch(RemoteRing *rr, int fd);
 
-/* remote-hints.c: which registers are synchronous, which are shadowed */
-void remote_hints_for_device(PCIDevice *pdev, bool sync, bool shadow,
+/* remote-hints.c: which writes wait, which reads are shadowed */
+void remote_hints_for_device(PCIDevice *pdev, uint64_t features,
                              RemoteHints *hints);
 
 /* remote-doorbell.c: the device's ioeventfds, handed to the proxy */

@@ -81,18 +81,22 @@ typedef struct QEMU_PACKED MPQemuHello {
  * device set while serving it, instead of a SET_IRQ on the socket
  */
 #define MPQEMU_FEATURE_RING_INTX (1ULL << 6)
+/* With posted writes: the device may mark registers SERIAL_WRITE */
+#define MPQEMU_FEATURE_SERIAL_WRITES (1ULL << 8)
 #define MPQEMU_FEATURES_KNOWN   (MPQEMU_FEATURE_RING | \
                                  MPQEMU_FEATURE_POSTED_WRITES | \
                                  MPQEMU_FEATURE_SHADOW | \
                                  MPQEMU_FEATURE_IOEVENTFD | \
                                  MPQEMU_FEATURE_RUN_STATE | \
                                  MPQEMU_FEATURE_MIGRATION | \
-                                 MPQEMU_FEATURE_RING_INTX)
+                                 MPQEMU_FEATURE_RING_INTX | \
+                                 MPQEMU_FEATURE_SERIAL_WRITES)
 /* The features that only work on top of the ring */
 #define MPQEMU_FEATURES_RING_BASED (MPQEMU_FEATURE_POSTED_WRITES | \
                                     MPQEMU_FEATURE_SHADOW | \
                                     MPQEMU_FEATURE_IOEVENTFD | \
-                                    MPQEMU_FEATURE_RING_INTX)
+                                    MPQEMU_FEATURE_RING_INTX | \
+                                    MPQEMU_FEATURE_SERIAL_WRITES)
 
 /* MPQEMU_CMD_DEVICE_INFO reply: what the proxy needs to impersonate the device */
 #define MPQEMU_NUM_REGIONS      7   /* six BARs and the expansion ROM */
@@ -161,17 +165,20 @@ typedef struct QEMU_PACKED MPQemuMemoryMap {
 /*
  * MPQEMU_CMD_ACCESS_HINTS reply: how the device wants its registers treated
  * on the fast path. SYNC_WRITE: writes in the range wait for the device even
- * when writes are posted. SHADOW: reads in the range have no side effects
- * and may be served from the shadow copy (see mpqemu/ring.h); the copy of
- * the range starts @shadow_offset bytes into the shadow area and holds what
- * reads of @width bytes at each multiple of @width return. Without
- * MPQEMU_SHADOW_BYTES only such reads are served from it; with it, the range
- * behaves as memory and any read of @min_size to @max_size bytes inside it
- * is.
+ * when writes are posted. SERIAL_WRITE: writes in the range are posted one
+ * at a time: such a write waits until the device has served the previous
+ * one, not for its own answer. SHADOW: reads in the range have no side
+ * effects and may be served from the shadow copy (see mpqemu/ring.h); the
+ * copy of the range starts @shadow_offset bytes into the shadow area and
+ * holds what reads of @width bytes at each multiple of @width return.
+ * Without MPQEMU_SHADOW_BYTES only such reads are served from it; with it,
+ * the range behaves as memory and any read of @min_size to @max_size bytes
+ * inside it is.
  */
 #define MPQEMU_MAX_HINTS        16
 #define MPQEMU_HINT_SYNC_WRITE  1
 #define MPQEMU_HINT_SHADOW      2
+#define MPQEMU_HINT_SERIAL_WRITE 3
 #define MPQEMU_SHADOW_BYTES     (1u << 0)
 #define MPQEMU_SHADOW_MAX       (16 * 4096)     /* bytes in the shadow area */
 typedef struct QEMU_PACKED MPQemuAccessHint {

@@ -2334,9 +2334,55 @@ static void test_remote_hints_nvme(void)
 }
 
 /*
- * The LSI: the writes that start or wake its SCRIPTS processor wait for it,
- * the other registers (SCRATCHA here) are posted; the scratch registers
- * are shadowed, the registers that clear when read are not.
+ * The LSI: the writes that start or wake its SCRIPTS processor are posted
+ * one at a time, or wait for it where the proxy cannot post them so
+ * (test_remote_hints_lsi); the other registers (SCRATCHA here) are posted.
+ */
+static void test_remote_hints_lsi_serial(void)
+{
+    const uint64_t features = HINT_FEATURES | MPQEMU_FEATURE_SERIAL_WRITES;
+    static const struct {
+        uint64_t offset;
+        uint32_t size;
+    } starts[] = {
+        { LSI_REG_ISTAT0, 1 }, { LSI_REG_DSP, 4 }, { LSI_REG_DCNTL, 1 },
+    };
+    Remote r;
+    MPQemuAccessHints hints;
+
+    remote_start(&r);
+    g_assert_cmphex(remote_hello_features(&r, features), ==, features);
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SERIAL_WRITE), ==, 3);
+    g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SYNC_WRITE), ==, 0);
+    for (int i = 0; i < ARRAY_SIZE(starts); i++) {
+        g_assert_nonnull(find_hint(&hints, MPQEMU_HINT_SERIAL_WRITE,
+                                   LSI_MMIO_REGION, starts[i].offset,
+                                   starts[i].offset + starts[i].size));
+    }
+    g_assert_null(find_hint(&hints, MPQEMU_HINT_SERIAL_WRITE, LSI_MMIO_REGION,
+                            LSI_REG_SCRATCHA, LSI_REG_SCRATCHA + 1));
+    remote_check_works(&r);
+    remote_stop(&r);
+
+    /* serial writes mean nothing without posted ones: not granted */
+    remote_start(&r);
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING |
+                                          MPQEMU_FEATURE_SHADOW |
+                                          MPQEMU_FEATURE_SERIAL_WRITES), ==,
+                    MPQEMU_FEATURE_RING | MPQEMU_FEATURE_SHADOW);
+    remote_access_hints(&r, &hints);
+    g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SERIAL_WRITE), ==, 0);
+    g_assert_cmpuint(count_hints(&hints, MPQEMU_HINT_SYNC_WRITE), ==, 0);
+    remote_check_works(&r);
+    remote_stop(&r);
+}
+
+/*
+ * The LSI, with a proxy that does not post serial writes: the writes that
+ * start or wake its SCRIPTS processor wait for it, the other registers
+ * (SCRATCHA here) are posted; the scratch registers are shadowed, the
+ * registers that clear when read are not.
  */
 static void test_remote_hints_lsi(void)
 {
@@ -4720,6 +4766,7 @@ typedef enum BadHints {
     HINTS_SHADOW_MISALIGNED,
     HINTS_SHADOW_BAD_WIDTH,
     HINTS_SHADOW_NOT_NEGOTIATED,
+    HINTS_SERIAL_NOT_NEGOTIATED,
     HINTS__MAX,
 } BadHints;
 
@@ -4755,7 +4802,7 @@ static FakeRemote *fake_bad_hints_new(BadHints bad)
         fake_add_hint(f, MPQEMU_HINT_SYNC_WRITE, 1, 0, 4);
         break;
     case HINTS_UNKNOWN_KIND:
-        fake_add_hint(f, 3, 0, 0, 4);
+        fake_add_hint(f, MPQEMU_HINT_SERIAL_WRITE + 1, 0, 0, 4);
         break;
     case HINTS_SHADOW_BEYOND_AREA:
         h = fake_add_shadow(f, 0x200, 16, 0, 4, 0, 0, 0);
@@ -4769,6 +4816,10 @@ static FakeRemote *fake_bad_hints_new(BadHints bad)
         break;
     case HINTS_SHADOW_NOT_NEGOTIATED:
         fake_add_shadow(f, 0x200, 16, 0, 4, 0, 0, 0);
+        break;
+    case HINTS_SERIAL_NOT_NEGOTIATED:
+        /* the fake grants posted writes, but not serial ones */
+        fake_add_hint(f, MPQEMU_HINT_SERIAL_WRITE, 0, 0x40, 4);
         break;
     case HINTS__MAX:
         g_assert_not_reached();
@@ -5196,6 +5247,72 @@ static void test_proxy_posted_sync_write(void)
     proxy_test_end(&t);
 }
 
+/*
+ * Writes the remote wants serial are posted, but one at a time: the next
+ * one waits until the remote served the one before; other writes between
+ * them do not wait. Without posted writes they all wait.
+ */
+static void test_proxy_posted_serial_write(void)
+{
+    const uint64_t features = MPQEMU_FEATURE_RING |
+                              MPQEMU_FEATURE_POSTED_WRITES |
+                              MPQEMU_FEATURE_SERIAL_WRITES;
+    ProxyTest t;
+    FakeRemote *f;
+    MPQemuRingEntry entry;
+    int64_t start, elapsed_ms;
+    unsigned int n;
+
+    f = fake_ring_new(RING_ANSWER, features);
+    fake_add_hint(f, MPQEMU_HINT_SERIAL_WRITE, 0, 0x80, 4);
+    f->ring_delay_ms = FAKE_SLOW_MS;
+    proxy_test_start_ring_fake(&t, f, "");
+    g_assert_cmphex(fake_counter64(f, &f->offered) & features, ==, features);
+    n = fake_counter(f, &f->bar_writes);
+
+    /* the first serial write and a plain one after it: both posted */
+    start = g_get_monotonic_time();
+    g_assert_cmpint(proxy_timed_write(&t, 0x80, 0x51), <, FAKE_SLOW_MS / 2);
+    g_assert_cmpint(proxy_timed_write(&t, 0x84, 0x52), <, FAKE_SLOW_MS / 2);
+    g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, n);
+
+    /* the next serial write waits for the first, not for itself */
+    proxy_timed_write(&t, 0x80, 0x53);
+    elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+    g_assert_cmpint(elapsed_ms, >=, FAKE_SLOW_MS - 20);
+    g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, n + 2);
+    for (int i = 0; i < 2; i++) {
+        entry = fake_ring_log(f, -2 + i);
+        g_assert_cmphex(entry.offset, ==, 0x80 + 4 * i);
+        g_assert_cmphex(entry.value, ==, 0x51 + i);
+        g_assert_cmphex(entry.flags, ==, MPQEMU_RING_POSTED);
+    }
+
+    /* a read sees it done, and it was posted too */
+    g_assert_cmphex(proxy_sync(&t), ==, fake_bar_value(0x40));
+    g_assert_cmpuint(fake_counter(f, &f->bar_writes), ==, n + 3);
+    entry = fake_ring_log(f, -2);
+    g_assert_cmphex(entry.offset, ==, 0x80);
+    g_assert_cmphex(entry.value, ==, 0x53);
+    g_assert_cmphex(entry.flags, ==, MPQEMU_RING_POSTED);
+    g_assert_false(fake_wait_done(f, 0));
+    proxy_test_end(&t);
+
+    /* posted-writes=off: neither offered nor posted */
+    f = fake_ring_new(RING_ANSWER, features);
+    proxy_test_start_ring_fake(&t, f, ",posted-writes=off");
+    g_assert_cmphex(fake_counter64(f, &f->offered) &
+                    (MPQEMU_FEATURE_POSTED_WRITES |
+                     MPQEMU_FEATURE_SERIAL_WRITES), ==, 0);
+    g_assert_cmpuint(fake_counter(f, &f->hint_requests), ==, 0);
+    g_mutex_lock(&f->lock);
+    f->ring_delay_ms = FAKE_SLOW_MS;
+    g_mutex_unlock(&f->lock);
+    g_assert_cmpint(proxy_timed_write(&t, 0x80, 0x54), >=, FAKE_SLOW_MS - 20);
+    g_assert_false(fake_wait_done(f, 0));
+    proxy_test_end(&t);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Startup: the main QEMU must refuse a remote of another version           */
 /* ------------------------------------------------------------------------ */
@@ -5414,6 +5531,8 @@ int main(int argc, char **argv)
                    test_remote_migration_hostile);
     qtest_add_func("/mpqemu/protocol/remote/hints/lsi",
                    test_remote_hints_lsi);
+    qtest_add_func("/mpqemu/protocol/remote/hints/lsi-serial",
+                   test_remote_hints_lsi_serial);
     qtest_add_func("/mpqemu/protocol/remote/hints/nvme",
                    test_remote_hints_nvme);
 
@@ -5468,6 +5587,8 @@ int main(int argc, char **argv)
                    test_proxy_posted_ring_full);
     qtest_add_func("/mpqemu/protocol/proxy/posted/sync-write",
                    test_proxy_posted_sync_write);
+    qtest_add_func("/mpqemu/protocol/proxy/posted/serial-write",
+                   test_proxy_posted_serial_write);
 
     qtest_add_func("/mpqemu/protocol/startup/version-mismatch",
                    test_startup_version_mismatch);
