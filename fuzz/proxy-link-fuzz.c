@@ -29,6 +29,7 @@
 #include "fuzz-input.h"
 #include "fuzz-reply.h"
 
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 /* libqemuutil's stand-in for the BQL: this process holds it throughout */
@@ -260,8 +261,20 @@ static void drain(int fd)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+    ProxyLink link = { 0 };
+    int fd = eventfd(0, EFD_CLOEXEC);
+
     rust_bql_mock_lock();
     qemu_init_main_loop(&error_abort);
+    /*
+     * The main loop's set of watched links lives as long as the process:
+     * made here, it does not count as a descriptor an input leaked
+     */
+    proxy_link_init(&link);
+    proxy_link_watch(&link, fd);
+    proxy_link_unwatch(&link, fd);
+    proxy_link_destroy(&link);
+    close(fd);
     return 0;
 }
 

@@ -116,7 +116,7 @@ build_target() {    # build_target NAME SOURCE...
 
 LINK_SRC=(link/channel.c link/message.c fuzz/fuzz-input.c)
 build_target proxy-link fuzz/proxy-link-fuzz.c "${LINK_SRC[@]}" \
-    hw-proxy/proxy-rpc.c hw-proxy/proxy-ring.c
+    hw-proxy/proxy-rpc.c hw-proxy/proxy-ring.c hw-proxy/proxy-link-watch.c
 build_target remote-link fuzz/remote-link-fuzz.c "${LINK_SRC[@]}"
 build_target remote-process fuzz/remote-process-fuzz.c "${LINK_SRC[@]}"
 
