@@ -119,13 +119,20 @@ int mpqemu_msg_send(int fd, const MPQemuMsg *msg, int timeout_ms,
     return 0;
 }
 
+/* Where the descriptors that come with received bytes go */
+typedef struct RecvFds {
+    int *fds;               /* MPQEMU_MAX_FDS of them */
+    unsigned int *nfds;
+    bool *excess;
+} RecvFds;
+
 /*
  * Read up to @len bytes into @buf without blocking. Descriptors that come
- * along are added to @st (at most MPQEMU_MAX_FDS; extras are closed and
+ * along are added to @to (at most MPQEMU_MAX_FDS; extras are closed and
  * flagged). Returns the bytes read, 0 at end of file, or a negative errno
  * (-EAGAIN when nothing is there yet).
  */
-static ssize_t recv_some(int fd, void *buf, size_t len, MPQemuRecvState *st)
+static ssize_t recv_some(int fd, void *buf, size_t len, RecvFds to)
 {
     union {
         struct cmsghdr align;
@@ -156,25 +163,31 @@ static ssize_t recv_some(int fd, void *buf, size_t len, MPQemuRecvState *st)
         }
         count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         for (size_t i = 0; i < count; i++) {
-            if (st->nfds < MPQEMU_MAX_FDS) {
-                st->fds[st->nfds++] = in[i];
+            if (*to.nfds < MPQEMU_MAX_FDS) {
+                to.fds[(*to.nfds)++] = in[i];
             } else {
                 close(in[i]);
-                st->excess = true;
+                *to.excess = true;
             }
         }
     }
     if (mh.msg_flags & MSG_CTRUNC) {
-        st->excess = true;
+        *to.excess = true;
     }
     return n;
 }
 
+static void close_fds(int *fds, unsigned int nfds)
+{
+    for (unsigned int i = 0; i < nfds; i++) {
+        close(fds[i]);
+    }
+}
+
 void mpqemu_recv_state_reset(MPQemuRecvState *st)
 {
-    for (unsigned int i = 0; i < st->nfds; i++) {
-        close(st->fds[i]);
-    }
+    close_fds(st->fds, st->nfds);
+    close_fds(st->ahead.fds, st->ahead.nfds);
     memset(st, 0, sizeof(*st));
 }
 
@@ -200,6 +213,7 @@ static int recv_fail(MPQemuRecvState *st, int fd, int ret, Error **errp,
 static int check_header(MPQemuRecvState *st, int fd, Error **errp)
 {
     MPQemuHeader *h = &st->hdr;
+    MPQemuRecvAhead *ra = &st->ahead;
 
     h->magic = le32_to_cpu(st->wire.magic);
     h->cmd = le16_to_cpu(st->wire.cmd);
@@ -217,6 +231,15 @@ static int check_header(MPQemuRecvState *st, int fd, Error **errp)
                          "%s declares a %u-byte payload (limit %d)",
                          mpqemu_cmd_name(h->cmd), h->size, MPQEMU_MAX_PAYLOAD);
     }
+    /* Read ahead, they are this message's if it is the first to want any */
+    if (st->from_ahead && h->num_fds && !st->nfds && !st->excess &&
+        (ra->nfds || ra->excess)) {
+        memcpy(st->fds, ra->fds, sizeof(int) * ra->nfds);
+        st->nfds = ra->nfds;
+        st->excess = ra->excess;
+        ra->nfds = 0;
+        ra->excess = false;
+    }
     /* Descriptors travel with the first byte, so all are here by now */
     if (st->excess || h->num_fds != st->nfds) {
         return recv_fail(st, fd, -EPROTO, errp,
@@ -227,52 +250,113 @@ static int check_header(MPQemuRecvState *st, int fd, Error **errp)
     return 0;
 }
 
-static int recv_step(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
+/* The message is whole: hand it over, keeping what was read past it */
+static int recv_done(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
                      Error **errp)
 {
+    MPQemuRecvAhead *ra = &st->ahead;
+
+    /* every message that starts in them has been seen: none wanted these */
+    if (ra->pos == ra->len && (ra->nfds || ra->excess)) {
+        return recv_fail(st, fd, -EPROTO, errp, "descriptors arrived "
+                         "with messages that declare none (the last %s)",
+                         mpqemu_cmd_name(st->hdr.cmd));
+    }
+    msg->hdr = st->hdr;
+    memcpy(msg->u.bytes, st->payload, st->hdr.size);
+    memcpy(msg->fds, st->fds, sizeof(int) * st->nfds);
+    trace_mpqemu_msg_recv(fd, mpqemu_cmd_name(msg->hdr.cmd), msg->hdr.flags,
+                          msg->hdr.id, msg->hdr.size, msg->hdr.num_fds);
+    st->got = 0;
+    st->nfds = 0;
+    st->excess = false;
+    st->from_ahead = false;
+    return 0;
+}
+
+/*
+ * Read ahead of the message: as much as has arrived. Returns as
+ * recv_some() does.
+ */
+static ssize_t recv_ahead(int fd, MPQemuRecvAhead *ra)
+{
+    ssize_t n;
+
+    assert(ra->pos == ra->len && !ra->nfds && !ra->excess);
+    ra->pos = ra->len = 0;
+    n = recv_some(fd, ra->buf, sizeof(ra->buf), (RecvFds) {
+                      ra->fds, &ra->nfds, &ra->excess });
+    if (n > 0) {
+        ra->len = n;
+        /* Linux stops early only at descriptors (or a signal) */
+        ra->drained = n < sizeof(ra->buf) && !ra->nfds && !ra->excess;
+    }
+    return n;
+}
+
+static int recv_step(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
+                     bool read_ahead, Error **errp)
+{
     const size_t hdr_len = sizeof(st->wire);
+    MPQemuRecvAhead *ra = &st->ahead;
 
     for (;;) {
         bool in_header = st->got < hdr_len;
-        size_t total = hdr_len + (in_header ? 0 : st->hdr.size);
+        size_t want = hdr_len + (in_header ? 0 : st->hdr.size) - st->got;
         unsigned int nfds = st->nfds;
         char *dst;
         ssize_t n;
         int ret;
 
-        if (!in_header && st->got == total) {
-            msg->hdr = st->hdr;
-            memcpy(msg->u.bytes, st->payload, st->hdr.size);
-            memcpy(msg->fds, st->fds, sizeof(int) * st->nfds);
-            memset(st, 0, sizeof(*st));
-            trace_mpqemu_msg_recv(fd, mpqemu_cmd_name(msg->hdr.cmd),
-                                  msg->hdr.flags, msg->hdr.id, msg->hdr.size,
-                                  msg->hdr.num_fds);
-            return 0;
+        if (!in_header && !want) {
+            return recv_done(fd, st, msg, errp);
         }
 
         dst = in_header ? (char *)&st->wire + st->got
                         : (char *)st->payload + (st->got - hdr_len);
-        n = recv_some(fd, dst, total - st->got, st);
-        if (n == -EAGAIN) {
+        if (ra->pos < ra->len) {
+            n = MIN(want, ra->len - ra->pos);
+            memcpy(dst, ra->buf + ra->pos, n);
+            ra->pos += n;
+            st->from_ahead |= st->got == 0;
+        } else if (read_ahead && ra->drained) {
+            /* what had arrived is taken; a new arrival wakes the caller */
+            ra->drained = false;
             return -EAGAIN;
-        }
-        if (n < 0) {
-            return recv_fail(st, fd, n, errp, "receive failed: %s",
-                             strerror(-n));
-        }
-        if (n == 0) {
-            if (st->got == 0) {
-                return recv_fail(st, fd, -EPIPE, errp,
-                                 "connection closed by peer");
+        } else {
+            bool ahead = read_ahead && st->got == 0;
+
+            ra->drained = false;
+            if (ahead) {
+                n = recv_ahead(fd, ra);
+            } else {
+                n = recv_some(fd, dst, want, (RecvFds) {
+                                  st->fds, &st->nfds, &st->excess });
             }
-            return recv_fail(st, fd, -EPROTO, errp, "connection closed in "
-                             "the middle of a message (%zu bytes in)",
-                             st->got);
-        }
-        if (!in_header && st->nfds != nfds) {
-            return recv_fail(st, fd, -EPROTO, errp, "descriptors arrived in "
-                             "the middle of %s", mpqemu_cmd_name(st->hdr.cmd));
+            if (n == -EAGAIN) {
+                return -EAGAIN;
+            }
+            if (n < 0) {
+                return recv_fail(st, fd, n, errp, "receive failed: %s",
+                                 strerror(-n));
+            }
+            if (n == 0) {
+                if (st->got == 0) {
+                    return recv_fail(st, fd, -EPIPE, errp,
+                                     "connection closed by peer");
+                }
+                return recv_fail(st, fd, -EPROTO, errp, "connection closed "
+                                 "in the middle of a message (%zu bytes in)",
+                                 st->got);
+            }
+            if (ahead) {
+                continue;       /* taken from there */
+            }
+            if (!in_header && st->nfds != nfds) {
+                return recv_fail(st, fd, -EPROTO, errp, "descriptors arrived "
+                                 "in the middle of %s",
+                                 mpqemu_cmd_name(st->hdr.cmd));
+            }
         }
         st->got += n;
         if (in_header && st->got == hdr_len) {
@@ -284,14 +368,14 @@ static int recv_step(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
     }
 }
 
-int mpqemu_msg_recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
-                            int timeout_ms, Error **errp)
+static int recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
+                        int timeout_ms, bool read_ahead, Error **errp)
 {
     int64_t deadline = deadline_after(timeout_ms);
     int ret;
 
     for (;;) {
-        ret = recv_step(fd, st, msg, errp);
+        ret = recv_step(fd, st, msg, read_ahead, errp);
         if (ret != -EAGAIN) {
             return ret;
         }
@@ -306,10 +390,17 @@ int mpqemu_msg_recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
     }
 }
 
+int mpqemu_msg_recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
+                            int timeout_ms, Error **errp)
+{
+    return recv_partial(fd, st, msg, timeout_ms, !timeout_ms, errp);
+}
+
 int mpqemu_msg_recv(int fd, MPQemuMsg *msg, int timeout_ms, Error **errp)
 {
     MPQemuRecvState st = { 0 };
-    int ret = mpqemu_msg_recv_partial(fd, &st, msg, timeout_ms, errp);
+    /* nothing may stay behind in @st: never read past the message */
+    int ret = recv_partial(fd, &st, msg, timeout_ms, false, errp);
 
     if (ret < 0) {
         mpqemu_recv_state_reset(&st);

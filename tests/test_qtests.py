@@ -1,5 +1,6 @@
-# Runs the C qtests (tests/qtest/, built by `make qemu`) under pytest, one
-# pytest case per TAP test case, so that each one is reported by name.
+# Runs the C qtests (tests/qtest/) and unit tests (tests/unit/), built by
+# `make qemu`, under pytest, one pytest case per TAP test case, so that each
+# one is reported by name.
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 import os
@@ -13,7 +14,8 @@ TOP = Path(__file__).resolve().parent.parent
 # $MPQEMU_QBUILD: another build tree, e.g. the sanitizer build (check-sanitizers.sh)
 QBUILD = Path(os.environ.get("MPQEMU_QBUILD", TOP / "build" / "qemu-build"))
 QTEST_DIR = QBUILD / "mpqemu" / "tests"
-BINARIES = ["mpqemu-proxy-test", "mpqemu-protocol-test", "mpqemu-msix-test"]
+BINARIES = ["mpqemu-proxy-test", "mpqemu-protocol-test", "mpqemu-msix-test",
+            "mpqemu-channel-test"]
 TIMEOUT_S = 600
 
 _results = {}

@@ -67,6 +67,26 @@ bool mpqemu_reply_ok(const MPQemuMsg *reply, Error **errp);
 int mpqemu_msg_send(int fd, const MPQemuMsg *msg, int timeout_ms,
                     Error **errp);
 
+/* How much a reader that does not wait reads in one go (see below) */
+#define MPQEMU_RECV_AHEAD   4096
+
+/*
+ * Bytes read past the message being received, and the descriptors that
+ * came with them. Linux returns descriptors with the bytes of the send
+ * that carried them and ends the read there, so they belong to one of the
+ * messages that start in these bytes: the first that declares any takes
+ * them all.
+ */
+typedef struct MPQemuRecvAhead {
+    uint8_t buf[MPQEMU_RECV_AHEAD];
+    size_t pos;             /* buf[pos, len) is still to be taken */
+    size_t len;
+    int fds[MPQEMU_MAX_FDS];
+    unsigned int nfds;      /* not taken by a message yet */
+    bool excess;            /* more descriptors arrived than fit */
+    bool drained;           /* the socket had no more when they were read */
+} MPQemuRecvAhead;
+
 /*
  * A message being received a piece at a time: lets a reader that must not
  * block (a main-loop handler) pick up where it left off.
@@ -79,6 +99,8 @@ typedef struct MPQemuRecvState {
     int fds[MPQEMU_MAX_FDS];
     unsigned int nfds;
     bool excess;            /* more descriptors arrived than fit */
+    bool from_ahead;        /* it starts in ahead: may take its descriptors */
+    MPQemuRecvAhead ahead;
 } MPQemuRecvState;
 
 /* Forget a partial message, closing descriptors that came with it */
@@ -90,6 +112,14 @@ void mpqemu_recv_state_reset(MPQemuRecvState *st);
  * yet (@st keeps what arrived); otherwise wait up to @timeout_ms and return
  * -ETIMEDOUT. Other errors are those of mpqemu_msg_recv(), after which @st
  * is reset.
+ *
+ * With @timeout_ms 0 it reads as much as has arrived, up to
+ * MPQEMU_RECV_AHEAD bytes, in one system call, and keeps what follows the
+ * message in @st. Such a caller must therefore call again until it gets
+ * -EAGAIN (or an error) before it waits for @fd to become readable: a
+ * message kept in @st does not make the socket readable. A short read
+ * tells that the socket had nothing more, so -EAGAIN after it takes no
+ * further system call. With a timeout it reads exactly one message.
  */
 int mpqemu_msg_recv_partial(int fd, MPQemuRecvState *st, MPQemuMsg *msg,
                             int timeout_ms, Error **errp);
