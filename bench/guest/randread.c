@@ -20,8 +20,9 @@
  * Usage: randread [-t SECONDS] [-b BLOCK] [-s SEED] [-j JOBS] DEVICE
  * Prints one line of key=value pairs, e.g.
  *   dev=/dev/vda bs=4096 blocks=65536 jobs=1 ios=12345 elapsed_ns=2000123456
- *   iops=6172.1 us_per_io=162.0 check=0x0123456789abcdef
- * (us_per_io is wall time per read per thread, i.e. the mean latency.)
+ *   iops=6172.1 us_per_io=162.0 check=0x0123456789abcdef max_us=2345
+ * (us_per_io is wall time per read per thread, i.e. the mean latency;
+ * max_us the longest single read of any thread.)
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -83,6 +84,7 @@ struct job {
     uint64_t check;     /* FNV-1a over its first check_reads blocks */
     uint64_t ios;
     uint64_t t_done;    /* when its last read completed */
+    uint64_t max_ns;    /* its longest read */
     int failed;
 };
 
@@ -91,7 +93,7 @@ static void *run_job(void *opaque)
     struct job *job = opaque;
     unsigned char *buf;
     void *mem = NULL;
-    uint64_t t1 = 0;
+    uint64_t t0, t1 = 0;
     int err;
 
     err = posix_memalign(&mem, 4096, (size_t)block);
@@ -107,6 +109,7 @@ static void *run_job(void *opaque)
     if (job->failed) {
         return NULL;
     }
+    t0 = now_ns();
     do {
         uint64_t off = (next_random(&job->state) % blocks) * (uint64_t)block;
         ssize_t got = pread(dev_fd, buf, (size_t)block, (off_t)off);
@@ -127,6 +130,10 @@ static void *run_job(void *opaque)
         }
         job->ios++;
         t1 = now_ns();
+        if (t1 - t0 > job->max_ns) {
+            job->max_ns = t1 - t0;
+        }
+        t0 = t1;
     } while (t1 < t_end);
     job->t_done = t1;
     free(mem);
@@ -140,6 +147,7 @@ int main(int argc, char **argv)
     uint64_t size = 0;
     uint64_t check = 0;
     uint64_t ios = 0;
+    uint64_t max_ns = 0;
     uint64_t t1;
     int all_checked = 1;
     int failed = 0;
@@ -230,6 +238,9 @@ int main(int argc, char **argv)
         if (job[i].t_done > t1) {
             t1 = job[i].t_done;
         }
+        if (job[i].max_ns > max_ns) {
+            max_ns = job[i].max_ns;
+        }
     }
     close(dev_fd);
     if (failed) {
@@ -241,10 +252,11 @@ int main(int argc, char **argv)
            t1 - t_start, (double)ios * 1e9 / (double)(t1 - t_start),
            (double)(t1 - t_start) * jobs / 1e3 / (double)ios);
     if (all_checked) {
-        printf("0x%016" PRIx64 "\n", check);
+        printf("0x%016" PRIx64, check);
     } else {
-        printf("n/a\n");
+        printf("n/a");
     }
+    printf(" max_us=%" PRIu64 "\n", max_ns / 1000);
     free(job);
     return 0;
 }
