@@ -218,6 +218,8 @@ static void scribble_ring(ProxyLink *link, const uint8_t *op)
     }
     ring->shadow_gen = op[2];
     ring->posted_errors += op[3] & 3;
+    ring->socket_reader = op[3] & 4;
+    ring->notify_signalled = op[3] & 8;
     e->status = (op[4] & 0x80) ? -(int32_t)op[5] : 0;
     e->notify_seq = link->notify_count + (int8_t)op[6] / 16;
     e->value = fuzz_le64(op + 8);
@@ -241,7 +243,7 @@ static void ring_op(FuzzProxy *p, const FuzzRecord *rec)
             return;
         }
         set_hints(link, op);
-        if (!proxy_ring_setup(link, true, &err)) {
+        if (!proxy_ring_setup(link, true, rec->what & 2, &err)) {
             error_free(err);
         }
         return;
@@ -317,6 +319,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
         if (r->op == FUZZ_OP_POLL) {
+            /* a remote that signals the notify eventfd, or forgets to */
+            if (p.link.ring_notify_fd >= 0 && !(r->arg & 1) &&
+                eventfd_write(p.link.ring_notify_fd, 1) < 0) {
+                abort();
+            }
             /* the main loop calls the link's handler when data is there */
             aio_poll(iohandler_get_aio_context(), false);
             continue;

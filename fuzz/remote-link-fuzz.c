@@ -92,8 +92,12 @@ static void serve(int fd, int proxy_fd, MPQemuMsg *req, uint8_t arg)
         mpqemu_msg_init_error(&reply, req, -EINVAL, "refused %s (%u bytes)",
                               mpqemu_cmd_name(req->hdr.cmd), req->hdr.size);
     } else {
+        /* RING_SETUP: the ring, its eventfds and maybe the notify one */
         assert(req->hdr.cmd == MPQEMU_CMD_RING_SETUP
-               ? req->hdr.num_fds == MPQEMU_RING_FDS : !req->hdr.num_fds);
+               ? req->hdr.num_fds == MPQEMU_RING_FDS +
+                 !!(le32_to_cpu(req->u.ring_setup.flags) &
+                    MPQEMU_RING_SETUP_NOTIFY_FD)
+               : !req->hdr.num_fds);
         mpqemu_msg_init_reply(&reply, req, fuzz_reply_size(req->hdr.cmd));
     }
     mpqemu_msg_close_fds(req);

@@ -99,6 +99,8 @@ static bool proxy_halt_wait(CPUState *cpu)
 {
     struct pollfd pfd[PROXY_HALT_WAIT_MAX_LINKS + 1];
     ProxyLink *links[PROXY_HALT_WAIT_MAX_LINKS];
+    /* the rings through which the remotes learnt that we read their sockets */
+    MPQemuRing *told[PROXY_HALT_WAIT_MAX_LINKS] = { NULL };
     unsigned n = halt_links->len, gen = halt_links_gen;
     ProxyHaltWaiter *w;
     uint64_t count;
@@ -123,9 +125,16 @@ static bool proxy_halt_wait(CPUState *cpu)
     if (cpu_thread_is_idle(cpu)) {
         trace_proxy_halt_wait(cpu->cpu_index, n);
         halt_links_waiter = cpu;
-        /* what arrives is ours: the main loop sleeps on */
+        /*
+         * What arrives is ours: the main loop sleeps on. A remote that
+         * signals the main loop learns so from its ring, for the others
+         * the main loop stops watching their sockets.
+         */
         for (unsigned i = 0; i < n; i++) {
-            proxy_link_watch_suspend(links[i]);
+            told[i] = proxy_ring_socket_reader_begin(links[i]);
+            if (!told[i]) {
+                proxy_link_watch_suspend(links[i]);
+            }
         }
         bql_unlock();
         if (poll(pfd, n + 1, -1) < 0) {
@@ -144,11 +153,27 @@ static bool proxy_halt_wait(CPUState *cpu)
         /* EAGAIN: another read took it */
     }
 
-    /* Links that came or went meanwhile are the main loop's to read */
-    for (unsigned i = 0; i < n && gen == halt_links_gen; i++) {
-        if (pfd[i + 1].revents) {
+    /*
+     * Links that came or went meanwhile are the main loop's to read; a link
+     * still there that learnt we read it may have sent something after we
+     * looked, which nobody told the main loop of: read it now.
+     */
+    for (unsigned i = 0; i < n; i++) {
+        bool present = gen == halt_links_gen ||
+                       g_ptr_array_find(halt_links, links[i], NULL);
+
+        if (!present) {
+            continue;
+        }
+        if (told[i]) {
+            proxy_ring_socket_reader_end(links[i], told[i]);
+        }
+        if (told[i] || (pfd[i + 1].revents && gen == halt_links_gen)) {
             trace_proxy_halt_wake(cpu->cpu_index, i);
-            proxy_link_poll_notifications(links[i]);
+            if (!proxy_link_poll_notifications(links[i], false) && told[i]) {
+                /* the vCPU that holds it may not read it: the main loop will */
+                proxy_ring_signal_main_loop(links[i]);
+            }
         }
     }
     /* ... and what came since, or was left, the main loop's */

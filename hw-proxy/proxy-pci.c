@@ -302,7 +302,8 @@ static uint64_t proxy_wanted_features(PCIProxyDev *dev)
            (dev->use_posted_writes ? MPQEMU_FEATURE_POSTED_WRITES |
                                      MPQEMU_FEATURE_SERIAL_WRITES : 0) |
            (dev->use_shadow ? MPQEMU_FEATURE_SHADOW : 0) |
-           (dev->use_ioeventfd ? MPQEMU_FEATURE_IOEVENTFD : 0);
+           (dev->use_ioeventfd ? MPQEMU_FEATURE_IOEVENTFD : 0) |
+           (dev->use_halt_wait ? MPQEMU_FEATURE_NOTIFY_EVENTFD : 0);
 }
 
 static bool proxy_hello(PCIProxyDev *dev, Error **errp)
@@ -700,6 +701,7 @@ static bool proxy_connect_device(PCIProxyDev *dev, bool again, Error **errp)
         /* the socket remains, and serves BAR accesses if this fails */
         if (!proxy_ring_setup(&dev->link,
                               dev->features & MPQEMU_FEATURE_RING_INTX,
+                              dev->features & MPQEMU_FEATURE_NOTIFY_EVENTFD,
                               &err)) {
             warn_reportf_err(err, "x-pci-proxy-dev %s: BAR accesses go "
                              "through the socket: ", proxy_name(dev));

@@ -27,13 +27,18 @@
 /* How many looks at the ring between looks at the clock */
 #define PROXY_RING_SPINS_PER_CLOCK  8
 
-bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
+/*
+ * With the BQL. @intx_in_answers: RING_INTX was negotiated; @notify_eventfd:
+ * NOTIFY_EVENTFD was, and the main loop can watch the socket for its end only
+ */
+bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers,
+                      bool notify_eventfd, Error **errp)
 {
     size_t size = MPQEMU_RING_SIZE + ROUND_UP(link->shadow_size,
                                               qemu_real_host_page_size());
     MPQemuMsg req, reply;
     void *map = MAP_FAILED;
-    int mem_fd, kick_fd = -1, done_fd = -1;
+    int mem_fd, kick_fd = -1, done_fd = -1, notify_fd = -1;
 
     /* sealed: the remote maps it and must not be made to fault */
     mem_fd = qemu_memfd_create("mpqemu-ring", size, false, 0,
@@ -44,7 +49,10 @@ bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
     }
     kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (kick_fd >= 0 && done_fd >= 0) {
+    if (notify_eventfd) {
+        notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    }
+    if (kick_fd >= 0 && done_fd >= 0 && (notify_fd >= 0 || !notify_eventfd)) {
         map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mem_fd, 0);
     }
     if (map == MAP_FAILED) {
@@ -59,6 +67,11 @@ bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
     req.fds[0] = mem_fd;
     req.fds[1] = kick_fd;
     req.fds[2] = done_fd;
+    if (notify_fd >= 0) {
+        req.u.ring_setup.flags = cpu_to_le32(MPQEMU_RING_SETUP_NOTIFY_FD);
+        req.hdr.num_fds++;
+        req.fds[3] = notify_fd;
+    }
     if (!proxy_link_call(link, &req, &reply, errp)) {
         goto fail;
     }
@@ -73,7 +86,11 @@ bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp)
     link->ring_kick_fd = kick_fd;
     link->ring_done_fd = done_fd;
     link->ring_intx = intx_in_answers;
+    link->ring_notify_fd = notify_fd;
     qemu_mutex_unlock(&link->lock);
+    if (notify_fd >= 0) {
+        proxy_link_watch_notify_fd(link, notify_fd);
+    }
     return true;
 
 fail:
@@ -87,19 +104,91 @@ fail:
     if (done_fd >= 0) {
         close(done_fd);
     }
+    if (notify_fd >= 0) {
+        close(notify_fd);
+    }
     return false;
 }
 
-/* With the link lock, or once nobody else uses the link */
+/* With the BQL and the link lock, or once nobody else uses the link */
 void proxy_ring_close(ProxyLink *link)
 {
     if (!link->ring) {
         return;
     }
+    if (link->ring_notify_fd >= 0) {
+        proxy_link_unwatch_notify_fd(link);
+        close(link->ring_notify_fd);
+        link->ring_notify_fd = -1;
+    }
     munmap(link->ring, link->ring_size);
     close(link->ring_kick_fd);
     close(link->ring_done_fd);
     link->ring = NULL;
+    /* a vCPU still waiting finds the link gone: it ends its wait on its own */
+    link->socket_reader = false;
+}
+
+/*
+ * With the BQL and the link lock, for the main loop woken by the notify
+ * eventfd: the remote may signal it again for what it sends from now on.
+ * False if a halted vCPU waits on the socket meanwhile: what the remote
+ * sent is the vCPU's to read, which saves it the wait for the BQL.
+ */
+bool proxy_ring_notify_seen_locked(ProxyLink *link)
+{
+    uint64_t count;
+
+    if (!link->ring || link->ring_notify_fd < 0) {
+        return true;
+    }
+    if (eventfd_read(link->ring_notify_fd, &count) < 0) {
+        /* EAGAIN: a look at the socket that was not needed */
+    }
+    qatomic_set(&link->ring->notify_signalled, 0);
+    /* Before we read the socket: pairs with remote_ring_notified() */
+    smp_mb();
+    /* ours, not the ring's copy: that vCPU reads the socket next */
+    return !link->socket_reader;
+}
+
+/*
+ * With the BQL, for a halted vCPU about to wait on @link's socket itself:
+ * the remote no longer signals the main loop for what it sends there. The
+ * ring it told, or NULL if the main loop watches the socket itself.
+ */
+MPQemuRing *proxy_ring_socket_reader_begin(ProxyLink *link)
+{
+    if (!link->ring || !link->watch_notify) {
+        return NULL;
+    }
+    link->socket_reader = true;
+    qatomic_set(&link->ring->socket_reader, 1);
+    /* Before the vCPU looks at the socket: pairs with remote_ring_notified() */
+    smp_mb();
+    return link->ring;
+}
+
+/*
+ * With the BQL, once that vCPU woke up, for the @ring it told: what comes
+ * from now on is the main loop's. The vCPU reads the socket next.
+ */
+void proxy_ring_socket_reader_end(ProxyLink *link, MPQemuRing *ring)
+{
+    link->socket_reader = false;
+    if (link->ring == ring) {
+        qatomic_set(&ring->socket_reader, 0);
+        smp_mb();
+    }
+}
+
+/* With the BQL: the main loop reads @link's socket, as if the remote said so */
+void proxy_ring_signal_main_loop(ProxyLink *link)
+{
+    if (link->ring_notify_fd >= 0 &&
+        eventfd_write(link->ring_notify_fd, 1) < 0) {
+        /* only if its counter is full: the main loop is woken anyway */
+    }
 }
 
 /*

@@ -36,6 +36,7 @@ void proxy_link_init(ProxyLink *link)
     qemu_mutex_init(&link->lock);
     link->fd = -1;
     link->watch_fd = -1;
+    link->ring_notify_fd = -1;
     link->events = g_array_new(false, false, sizeof(MPQemuMsg));
 }
 
@@ -271,22 +272,26 @@ bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms)
 
 /*
  * With the BQL: receive and apply the notifications waiting on the socket,
- * for the main loop or a halted vCPU (proxy-halt-wait.c)
+ * for the main loop (@signalled: woken by the notify eventfd) or a halted
+ * vCPU (proxy-halt-wait.c). False if another thread holds the link.
  */
-void proxy_link_poll_notifications(ProxyLink *link)
+bool proxy_link_poll_notifications(ProxyLink *link, bool signalled)
 {
     /*
      * A vCPU that holds the link is receiving itself and queues what it
-     * finds; this handler runs again while anything is left unread.
+     * finds; this handler runs again while anything is left unread, or
+     * while the eventfd that woke it is.
      */
     if (qemu_mutex_trylock(&link->lock)) {
-        return;
+        return false;
     }
     /* Never wait here: the rest of a partial message may come later */
-    if (!link->dead && link->fd >= 0) {
+    if ((!signalled || proxy_ring_notify_seen_locked(link)) &&
+        !link->dead && link->fd >= 0) {
         proxy_link_take_notifications(link, 0);
     }
     proxy_link_unlock_and_settle(link);
+    return true;
 }
 
 static bool proxy_link_call_locked(ProxyLink *link, MPQemuMsg *req,

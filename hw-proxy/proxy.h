@@ -40,6 +40,8 @@ typedef struct ProxyLink {
     /* With the BQL: how the main loop watches the socket (proxy-link-watch.c) */
     int watch_fd;           /* the socket in the epoll set, or -1 */
     bool watch_suspended;   /* ... taken out of it by a halted vCPU */
+    bool watch_notify;      /* ... there for its end only: ring_notify_fd is */
+    bool socket_reader;     /* a halted vCPU reads the socket (proxy-ring.c) */
 
     /* BAR accesses through shared memory, when negotiated (proxy-ring.c) */
     MPQemuRing *ring;
@@ -50,6 +52,7 @@ typedef struct ProxyLink {
     uint32_t posted_errors; /* refused posted writes already reported */
     int ring_kick_fd;       /* wakes the remote */
     int ring_done_fd;       /* wakes us */
+    int ring_notify_fd;     /* tells the main loop of notifications, or -1 */
     bool ring_intx;         /* answers carry INTx changes: RING_INTX */
     /* how the device wants its registers treated, checked at setup */
     MPQemuAccessHint hints[MPQEMU_MAX_HINTS];
@@ -76,21 +79,28 @@ void proxy_link_queue_intx_locked(ProxyLink *link, bool level,
 void proxy_link_break_locked(ProxyLink *link, RemoteDeviceFailureCause cause,
                              Error *err);
 bool proxy_link_take_notifications(ProxyLink *link, int timeout_ms);
-void proxy_link_poll_notifications(ProxyLink *link);
+bool proxy_link_poll_notifications(ProxyLink *link, bool signalled);
 
 /* proxy-link-watch.c */
 void proxy_link_watch(ProxyLink *link, int fd);
 void proxy_link_unwatch(ProxyLink *link, int fd);
 void proxy_link_watch_suspend(ProxyLink *link);
 void proxy_link_watch_resume_all(void);
+void proxy_link_watch_notify_fd(ProxyLink *link, int notify_fd);
+void proxy_link_unwatch_notify_fd(ProxyLink *link);
 
 /* proxy-halt-wait.c */
 void proxy_halt_wait_add(ProxyLink *link);
 void proxy_halt_wait_remove(ProxyLink *link);
 
 /* proxy-ring.c */
-bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers, Error **errp);
+bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers,
+                      bool notify_eventfd, Error **errp);
 void proxy_ring_close(ProxyLink *link);
+bool proxy_ring_notify_seen_locked(ProxyLink *link);
+MPQemuRing *proxy_ring_socket_reader_begin(ProxyLink *link);
+void proxy_ring_socket_reader_end(ProxyLink *link, MPQemuRing *ring);
+void proxy_ring_signal_main_loop(ProxyLink *link);
 bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
                               uint64_t offset, uint8_t size, uint64_t *value,
                               bool posted, Error **errp);

@@ -185,7 +185,10 @@ static unsigned int request_fds(const MPQemuMsg *msg)
 {
     switch (msg->hdr.cmd) {
     case MPQEMU_CMD_RING_SETUP:
-        return MPQEMU_RING_FDS;
+        return MPQEMU_RING_FDS +
+               (msg->hdr.size == sizeof(MPQemuRingSetup) &&
+                (le32_to_cpu(msg->u.ring_setup.flags) &
+                 MPQEMU_RING_SETUP_NOTIFY_FD));
     case MPQEMU_CMD_DEVICE_STATE:
         return 1;
     case MPQEMU_CMD_DIRTY_LOG:

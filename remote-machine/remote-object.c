@@ -150,6 +150,9 @@ static void remote_object_notify(RemoteObject *o, MPQemuMsg *msg)
         return;
     }
     o->notify_count++;
+    if (o->ring) {
+        remote_ring_notified(o->ring);
+    }
 }
 
 /* How many notifications the proxy has been sent: ring replies carry it */
@@ -474,7 +477,8 @@ static void remote_handle_ring_setup(RemoteObject *o, MPQemuMsg *req,
                                       : "the ring was not negotiated");
         return;
     }
-    o->ring = remote_ring_start(o, o->fd, req, &o->hints, &err);
+    o->ring = remote_ring_start(o, o->fd, req, &o->hints, o->features,
+                                &err);
     if (!o->ring) {
         mpqemu_msg_init_error(reply, req, -EINVAL, "%s",
                               error_get_pretty(err));

@@ -79,6 +79,7 @@ struct RemoteRing {
     uint32_t served;            /* the last request answered */
     int kick_fd;
     int done_fd;
+    int notify_fd;              /* signalled after notifications, or -1 */
     int epoll_fd;               /* the doorbells' relays */
     uint32_t nr_watched;        /* ... how many */
     int socket_fd;              /* the proxy's connection */
@@ -115,6 +116,9 @@ static void remote_ring_free(void *opaque)
     munmap(rr->ring, rr->size);
     close(rr->kick_fd);
     close(rr->done_fd);
+    if (rr->notify_fd >= 0) {
+        close(rr->notify_fd);
+    }
     close(rr->epoll_fd);
     g_free(rr);
 }
@@ -551,16 +555,43 @@ void remote_ring_unwatch(RemoteRing *rr, int fd)
 }
 
 /*
+ * With the BQL, once a notification was sent on the socket: tell the proxy's
+ * main loop, unless a halted vCPU reads the socket or it was told already
+ */
+void remote_ring_notified(RemoteRing *rr)
+{
+    MPQemuRing *ring = rr->ring;
+
+    if (rr->notify_fd < 0) {
+        return;
+    }
+    /* The message is queued before we look: pairs with the proxy's barriers */
+    smp_mb();
+    if (qatomic_read(&ring->socket_reader) ||
+        qatomic_read(&ring->notify_signalled)) {
+        return;
+    }
+    qatomic_set(&ring->notify_signalled, 1);
+    trace_remote_ring_notify_signal();
+    if (eventfd_write(rr->notify_fd, 1) < 0) {
+        /* only if its counter is full: the proxy has a wake-up pending */
+    }
+}
+
+/*
  * With the BQL: map the ring the proxy set up with @req and serve it from
  * the main loop. @socket_fd is the proxy's connection: the main loop stops
- * polling as soon as the proxy sends something there.
+ * polling as soon as the proxy sends something there. @features are those
+ * negotiated.
  */
 RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
                               MPQemuMsg *req, const RemoteHints *hints,
-                              Error **errp)
+                              uint64_t features, Error **errp)
 {
     uint32_t shadow_size = hints->shadow_size;
     uint32_t size = le32_to_cpu(req->u.ring_setup.size);
+    uint32_t flags = le32_to_cpu(req->u.ring_setup.flags);
+    bool with_notify_fd = flags & MPQEMU_RING_SETUP_NOTIFY_FD;
     GSource *wake;
     RemoteRing *rr;
     struct stat st;
@@ -579,10 +610,21 @@ RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
                    MPQEMU_RING_SIZE + MPQEMU_SHADOW_MAX, shadow_size);
         return NULL;
     }
+    if (flags & ~MPQEMU_RING_SETUP_FLAGS_ALL) {
+        error_setg(errp, "RING_SETUP has unknown flags 0x%x",
+                   flags & ~MPQEMU_RING_SETUP_FLAGS_ALL);
+        return NULL;
+    }
+    if (with_notify_fd && !(features & MPQEMU_FEATURE_NOTIFY_EVENTFD)) {
+        error_setg(errp, "a notify eventfd needs NOTIFY_EVENTFD, which was "
+                   "not negotiated");
+        return NULL;
+    }
     if (!mpqemu_fd_is_eventfd(req->fds[1]) ||
-        !mpqemu_fd_is_eventfd(req->fds[2])) {
-        error_setg(errp, "the ring's kick and done descriptors must be "
-                   "eventfds");
+        !mpqemu_fd_is_eventfd(req->fds[2]) ||
+        (with_notify_fd && !mpqemu_fd_is_eventfd(req->fds[3]))) {
+        error_setg(errp, "the ring's kick, done and notify descriptors must "
+                   "be eventfds");
         return NULL;
     }
     epoll_fd = epoll_create1(EPOLL_CLOEXEC);
@@ -620,8 +662,12 @@ RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
     close(req->fds[0]);
     rr->kick_fd = req->fds[1];
     rr->done_fd = req->fds[2];
+    rr->notify_fd = with_notify_fd ? req->fds[3] : -1;
     req->hdr.num_fds = 0;
     qemu_socket_set_nonblock(rr->kick_fd);
+    if (with_notify_fd) {
+        qemu_socket_set_nonblock(rr->notify_fd);
+    }
     qatomic_set(&rr->ring->remote_sleeping, !remote_rings_polling);
 
     qemu_set_fd_handler(rr->kick_fd, remote_ring_kicked, NULL, rr);

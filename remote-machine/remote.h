@@ -103,9 +103,10 @@ typedef struct RemoteHints {
 typedef struct RemoteRing RemoteRing;
 RemoteRing *remote_ring_start(RemoteObject *owner, int socket_fd,
                               MPQemuMsg *req, const RemoteHints *hints,
-                              Error **errp);
+                              uint64_t features, Error **errp);
 void remote_ring_stop(RemoteRing *rr);
 void remote_ring_shadow_stale(RemoteRing *rr);
+void remote_ring_notified(RemoteRing *rr);
 bool remote_ring_watch(RemoteRing *rr, int fd, uint32_t id);
 void remote_ring_unwatch(RemoteRing *rr, int fd);
 

@@ -83,6 +83,12 @@ typedef struct QEMU_PACKED MPQemuHello {
 #define MPQEMU_FEATURE_RING_INTX (1ULL << 6)
 /* With posted writes: the device may mark registers SERIAL_WRITE */
 #define MPQEMU_FEATURE_SERIAL_WRITES (1ULL << 8)
+/*
+ * With the ring: the proxy may hand RING_SETUP an eventfd the remote signals
+ * after the notifications it sends, unless a halted vCPU of the proxy takes
+ * them from the socket itself (see mpqemu/ring.h)
+ */
+#define MPQEMU_FEATURE_NOTIFY_EVENTFD (1ULL << 9)
 #define MPQEMU_FEATURES_KNOWN   (MPQEMU_FEATURE_RING | \
                                  MPQEMU_FEATURE_POSTED_WRITES | \
                                  MPQEMU_FEATURE_SHADOW | \
@@ -90,13 +96,15 @@ typedef struct QEMU_PACKED MPQemuHello {
                                  MPQEMU_FEATURE_RUN_STATE | \
                                  MPQEMU_FEATURE_MIGRATION | \
                                  MPQEMU_FEATURE_RING_INTX | \
-                                 MPQEMU_FEATURE_SERIAL_WRITES)
+                                 MPQEMU_FEATURE_SERIAL_WRITES | \
+                                 MPQEMU_FEATURE_NOTIFY_EVENTFD)
 /* The features that only work on top of the ring */
 #define MPQEMU_FEATURES_RING_BASED (MPQEMU_FEATURE_POSTED_WRITES | \
                                     MPQEMU_FEATURE_SHADOW | \
                                     MPQEMU_FEATURE_IOEVENTFD | \
                                     MPQEMU_FEATURE_RING_INTX | \
-                                    MPQEMU_FEATURE_SERIAL_WRITES)
+                                    MPQEMU_FEATURE_SERIAL_WRITES | \
+                                    MPQEMU_FEATURE_NOTIFY_EVENTFD)
 
 /* MPQEMU_CMD_DEVICE_INFO reply: what the proxy needs to impersonate the device */
 #define MPQEMU_NUM_REGIONS      7   /* six BARs and the expansion ROM */
@@ -203,12 +211,15 @@ typedef struct QEMU_PACKED MPQemuAccessHints {
 /*
  * MPQEMU_CMD_RING_SETUP: descriptors 0, 1, 2 are the ring's memory (a memfd
  * of at least @size bytes: the ring page, then the shadow area), the kick
- * eventfd and the done eventfd.
+ * eventfd and the done eventfd. With MPQEMU_RING_SETUP_NOTIFY_FD (only if
+ * NOTIFY_EVENTFD was negotiated), descriptor 3 is the notify eventfd.
  */
 #define MPQEMU_RING_FDS         3
+#define MPQEMU_RING_SETUP_NOTIFY_FD     (1u << 0)
+#define MPQEMU_RING_SETUP_FLAGS_ALL     MPQEMU_RING_SETUP_NOTIFY_FD
 typedef struct QEMU_PACKED MPQemuRingSetup {
     uint32_t size;
-    uint32_t reserved;
+    uint32_t flags;         /* MPQEMU_RING_SETUP_*; reserved before them */
 } MPQemuRingSetup;
 
 /*

@@ -35,6 +35,19 @@
  *        posted write it refuses is counted in posted_errors, since nobody
  *        waits for its status.
  *
+ * With NOTIFY_EVENTFD and a notify eventfd in RING_SETUP, the proxy's main
+ * loop learns of notifications from that eventfd instead of the socket:
+ * Remote: after it sends a notification on the socket (full barrier), if
+ *        neither socket_reader nor notify_signalled is set, set
+ *        notify_signalled and signal the notify eventfd.
+ * Proxy: the main loop, woken by the eventfd, reads it, clears
+ *        notify_signalled (full barrier), then reads the socket. A halted
+ *        vCPU that waits on the socket itself sets socket_reader (full
+ *        barrier) before it waits; once woken, it clears it (full barrier)
+ *        and then reads the socket.
+ * Either way someone reads every notification, and while a vCPU waits for
+ * one the main loop sleeps on instead of racing it for the BQL.
+ *
  * The shadow area follows the ring. shadow_gen is a sequence lock the
  * remote holds: odd while the copy is stale or being refreshed, even while
  * it is what the device would answer. The remote makes it odd before
@@ -80,7 +93,10 @@ typedef struct MPQemuRing {
     /* written by the remote now and then */
     uint32_t posted_errors;
     uint32_t shadow_gen;
-    uint32_t reserved1[14];
+    /* with a notify eventfd: who reads the notifications on the socket */
+    uint32_t socket_reader;     /* a halted vCPU of the proxy, not its main loop */
+    uint32_t notify_signalled;  /* the notify eventfd was signalled, not yet read */
+    uint32_t reserved1[12];
     MPQemuRingEntry entry[MPQEMU_RING_ENTRIES];
 } MPQemuRing;
 
@@ -88,6 +104,7 @@ typedef struct MPQemuRing {
 
 QEMU_BUILD_BUG_ON(sizeof(MPQemuRingEntry) != 64);
 QEMU_BUILD_BUG_ON(offsetof(MPQemuRing, posted_errors) != 64);
+QEMU_BUILD_BUG_ON(offsetof(MPQemuRing, notify_signalled) != 76);
 QEMU_BUILD_BUG_ON(offsetof(MPQemuRing, entry) != 128);
 QEMU_BUILD_BUG_ON(sizeof(MPQemuRing) > MPQEMU_RING_SIZE);
 

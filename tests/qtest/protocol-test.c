@@ -7,14 +7,16 @@
  *   an lsi53c895a, or an nvme) while the test plays the proxy;
  *   "remote/ring" cases set up the shared-memory ring, badly or well, and
  *   use it (batches of posted writes, the shadow copy of registers, also
- *   of registers the LSI's SCRIPTS change on their own);
+ *   of registers the LSI's SCRIPTS change on their own, the notify eventfd
+ *   the remote signals after its notifications);
  *   "remote/hints" cases ask for the device's access hints;
  * - "proxy" cases run a main QEMU with an x-pci-proxy-dev while a thread of
  *   the test plays the remote and answers a BAR read badly, on the socket
  *   or ("proxy/ring") in the ring; "proxy/ioeventfd", "proxy/hints",
  *   "proxy/shadow" and "proxy/posted" cases check what the proxy makes of
  *   doorbells, access hints, the shadow copy and posted writes, hostile
- *   ones included;
+ *   ones included; "proxy/ring/notify-*" cases, of the notify eventfd, and
+ *   of a remote that does not signal it;
  * - "startup" cases check that a version mismatch stops the main QEMU.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -144,6 +146,26 @@ static bool probe_fd_closed(int probe, int ms)
     }
     close(probe);
     return closed;
+}
+
+/*
+ * Whether @fd is an eventfd: a file or a pipe in its place would keep the
+ * side that polls it awake, or asleep, for good
+ */
+static bool fd_is_eventfd(int fd)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+    g_autofree char *target = g_file_read_link(path, NULL);
+
+    return target && g_str_equal(target, "anon_inode:[eventfd]");
+}
+
+/* Whether @fd has something to read (an eventfd: was signalled), not reading */
+static bool fd_readable(int fd, int ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+    return poll(&pfd, 1, ms) == 1 && (pfd.revents & POLLIN);
 }
 
 static void check_alive(QTestState *qts)
@@ -3074,6 +3096,285 @@ static void test_remote_ring_shadow_lsi(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Remote side: the notify eventfd (the test is the proxy)                  */
+/* ------------------------------------------------------------------------ */
+
+#define NOTIFY_FEATURES         (MPQEMU_FEATURE_RING | \
+                                 MPQEMU_FEATURE_NOTIFY_EVENTFD)
+
+/* RING_SETUP of @nfds of @fds, with @flags */
+static void init_ring_setup_flags(MPQemuMsg *m, uint64_t id, uint32_t size,
+                                  uint32_t flags, const int *fds,
+                                  unsigned int nfds)
+{
+    init_ring_setup(m, id, size, fds, nfds);
+    m->u.ring_setup.flags = cpu_to_le32(flags);
+}
+
+/* ... which the remote must refuse; returns the error message */
+static char *remote_ring_setup_flags_refused(Remote *r, uint32_t flags,
+                                             const int *fds,
+                                             unsigned int nfds)
+{
+    MPQemuMsg req;
+
+    init_ring_setup_flags(&req, r->id++, MPQEMU_RING_SIZE, flags, fds, nfds);
+    return expect_error(r->fd, &req);
+}
+
+/* ... and the ring @t with @notify_fd as its notify eventfd, accepted */
+static void remote_ring_setup_notify(Remote *r, TestRing *t, int notify_fd)
+{
+    MPQemuMsg req, reply;
+    int fds[] = { t->mem_fd, t->kick_fd, t->done_fd, notify_fd };
+
+    init_ring_setup_flags(&req, r->id++, t->size, MPQEMU_RING_SETUP_NOTIFY_FD,
+                          fds, ARRAY_SIZE(fds));
+    send_msg(r->fd, &req);
+    expect_reply(r->fd, &req, &reply, 0);
+    g_assert_true(ring_wait_asleep(t, IO_TIMEOUT_MS));
+}
+
+/* How many times @ev was signalled, if it is within @ms; takes them */
+static uint64_t notify_wait(int ev, int ms)
+{
+    eventfd_t count = 0;
+
+    if (fd_readable(ev, ms)) {
+        g_assert_cmpint(eventfd_read(ev, &count), ==, 0);
+    }
+    return count;
+}
+
+/*
+ * The remote did not signal @ev: a read finds nothing, also after a while
+ * for a signal that would come late
+ */
+static void expect_not_signalled(int ev)
+{
+    eventfd_t count;
+
+    g_assert_false(fd_readable(ev, 50));
+    g_assert_cmpint(eventfd_read(ev, &count), ==, -1);
+    g_assert_cmpint(errno, ==, EAGAIN);
+}
+
+/*
+ * (25) RING_SETUP with a notify eventfd: only once NOTIFY_EVENTFD was
+ * negotiated, only an eventfd, with the descriptor count that the flag
+ * says, and with no flag the remote does not know. Each refusal is an
+ * error reply that leaves the connection working and its one ring to a
+ * setup that is right.
+ */
+static void test_remote_ring_notify_setup(void)
+{
+    Remote r;
+    TestRing t;
+    int fds[MPQEMU_MAX_FDS], probe, ev, not_ev;
+    g_autofree char *not_negotiated = NULL;
+    pid_t pid;
+
+    remote_start_named(&r);
+    pid = qtest_pid(r.qts);
+    ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    g_assert_cmpint(ev, >=, 0);
+    not_ev = qemu_memfd_create("protocol-test-not-eventfd", 4096, false, 0, 0,
+                               &error_abort);
+    g_assert_cmpint(not_ev, >=, 0);
+
+    /* it only works with the ring: alone, it is not granted */
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_NOTIFY_EVENTFD),
+                    ==, 0);
+    remote_drop(&r);
+    remote_connect(&r);
+
+    /* (a) not negotiated: the flag is refused, even with an eventfd */
+    g_assert_cmphex(remote_hello_features(&r, MPQEMU_FEATURE_RING), ==,
+                    MPQEMU_FEATURE_RING);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    fds[0] = t.mem_fd;
+    fds[1] = t.kick_fd;
+    fds[2] = t.done_fd;
+    fds[3] = ev;
+    not_negotiated = remote_ring_setup_flags_refused(
+        &r, MPQEMU_RING_SETUP_NOTIFY_FD, fds, 4);
+    g_assert_nonnull(strstr(not_negotiated, "negotiated"));
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
+    remote_check_works(&r);
+    /* ... while the same ring without it is taken */
+    remote_ring_setup(&r, &t);
+    g_assert_cmpint(wait_ring_maps(pid, 1, IO_TIMEOUT_MS), ==, 1);
+    g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+    remote_drop(&r);
+    g_assert_cmpint(wait_ring_maps(pid, 0, IO_TIMEOUT_MS), ==, 0);
+    test_ring_free(&t);
+
+    remote_connect(&r);
+    g_assert_cmphex(remote_hello_features(&r, NOTIFY_FEATURES), ==,
+                    NOTIFY_FEATURES);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    fds[0] = t.mem_fd;
+    fds[1] = t.kick_fd;
+    fds[2] = t.done_fd;
+
+    /* (b) a notify descriptor that is no eventfd: a file, or a pipe */
+    fds[3] = not_ev;
+    g_free(remote_ring_setup_flags_refused(&r, MPQEMU_RING_SETUP_NOTIFY_FD,
+                                           fds, 4));
+    fds[3] = probe_fd_new(&probe);
+    g_free(remote_ring_setup_flags_refused(&r, MPQEMU_RING_SETUP_NOTIFY_FD,
+                                           fds, 4));
+    close(fds[3]);
+    /* ... which the remote did not keep */
+    g_assert_true(probe_fd_closed(probe, IO_TIMEOUT_MS));
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
+    remote_check_works(&r);
+
+    /* (c) flags the remote does not know, alone or with the known one */
+    fds[3] = ev;
+    g_free(remote_ring_setup_flags_refused(&r, 1u << 1, fds, 3));
+    g_free(remote_ring_setup_flags_refused(&r, 1u << 31, fds, 3));
+    g_free(remote_ring_setup_flags_refused(&r, MPQEMU_RING_SETUP_NOTIFY_FD |
+                                               1u << 1, fds, 4));
+    /* ... and a flag and descriptors that disagree */
+    g_free(remote_ring_setup_flags_refused(&r, MPQEMU_RING_SETUP_NOTIFY_FD,
+                                           fds, 3));
+    g_free(remote_ring_setup_flags_refused(&r, 0, fds, 4));
+    g_assert_cmpint(remote_ring_maps(&r), ==, 0);
+    remote_check_works(&r);
+
+    /* (d) all of it right: taken, and nothing to signal yet */
+    remote_ring_setup_notify(&r, &t, ev);
+    g_assert_cmpint(wait_ring_maps(pid, 1, IO_TIMEOUT_MS), ==, 1);
+    g_assert_cmphex(ring_read(&t, 0, 0, 1), ==, LSI_SCNTL0_RESET);
+    g_assert_cmphex(ring_read(&t, LSI_MMIO_REGION, LSI_REG_SCRATCHA, 4), ==,
+                    0);
+    expect_quiet(&r);
+    expect_not_signalled(ev);
+    g_assert_cmpuint(qatomic_read(&t.ring->notify_signalled), ==, 0);
+    remote_check_works(&r);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+    close(ev);
+    close(not_ev);
+}
+
+/* Have the LSI raise its interrupt (an abort), through the ring */
+static void lsi_ring_raise(TestRing *t)
+{
+    ring_write(t, LSI_MMIO_REGION, LSI_REG_ISTAT0, 1, LSI_ISTAT0_ABRT);
+}
+
+/* ... and lower it: reading DSTAT clears the abort */
+static void lsi_ring_lower(TestRing *t)
+{
+    uint64_t dstat = ring_read(t, LSI_MMIO_REGION, LSI_REG_DSTAT, 1);
+
+    g_assert_cmphex(dstat & LSI_DSTAT_ABRT, ==, LSI_DSTAT_ABRT);
+}
+
+/*
+ * (26) the notify eventfd at work. After each notification it sends (here
+ * the LSI's SET_IRQs), the remote signals the eventfd unless the proxy has
+ * not read the last signal yet (notify_signalled) or a halted vCPU of the
+ * proxy reads the socket itself (socket_reader). The notification is on
+ * the socket either way. Without the flag in RING_SETUP, the remote never
+ * signals, as before.
+ */
+static void test_remote_ring_notify_eventfd(void)
+{
+    MPQemuMsg req, msg, reply;
+    TestRing t, plain;
+    Remote r;
+    int ev;
+
+    remote_start_named(&r);
+    g_assert_cmphex(remote_hello_features(&r, NOTIFY_FEATURES), ==,
+                    NOTIFY_FEATURES);
+    test_ring_init(&t, MPQEMU_RING_SIZE);
+    ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    g_assert_cmpint(ev, >=, 0);
+    remote_ring_setup_notify(&r, &t, ev);
+
+    /* an access that notifies nothing signals nothing */
+    ring_write(&t, LSI_MMIO_REGION, LSI_REG_DIEN, 1, LSI_DSTAT_ABRT);
+    expect_quiet(&r);
+    expect_not_signalled(ev);
+
+    /* the first notification: on the socket, then signalled and marked */
+    lsi_ring_raise(&t);
+    expect_set_irq(&r, 1);
+    g_assert_cmpuint(notify_wait(ev, IO_TIMEOUT_MS), >=, 1);
+    g_assert_cmpuint(qatomic_read(&t.ring->notify_signalled), ==, 1);
+
+    /*
+     * The proxy took the signal but did not clear the mark: it is still
+     * to read the socket, and will find there what comes meanwhile
+     */
+    lsi_ring_lower(&t);
+    expect_set_irq(&r, 0);
+    expect_not_signalled(ev);
+    g_assert_cmpuint(qatomic_read(&t.ring->notify_signalled), ==, 1);
+
+    /* a halted vCPU of the proxy waits on the socket: it needs no signal */
+    qatomic_set(&t.ring->notify_signalled, 0);
+    qatomic_set(&t.ring->socket_reader, 1);
+    smp_mb();   /* as a proxy does before it looks at the socket */
+    lsi_ring_raise(&t);
+    expect_set_irq(&r, 1);
+    expect_not_signalled(ev);
+    g_assert_cmpuint(qatomic_read(&t.ring->notify_signalled), ==, 0);
+
+    /* it is done: the main loop is told again */
+    qatomic_set(&t.ring->socket_reader, 0);
+    smp_mb();   /* the remote's next look sees it, as a proxy's would */
+    lsi_ring_lower(&t);
+    expect_set_irq(&r, 0);
+    g_assert_cmpuint(notify_wait(ev, IO_TIMEOUT_MS), >=, 1);
+    g_assert_cmpuint(qatomic_read(&t.ring->notify_signalled), ==, 1);
+
+    /* a notification sent while serving a request on the socket counts too */
+    qatomic_set(&t.ring->notify_signalled, 0);
+    smp_mb();   /* as a proxy does before it reads the socket */
+    init_bar(&req, MPQEMU_CMD_BAR_WRITE, r.id++, LSI_MMIO_REGION,
+             LSI_REG_ISTAT0, 1, LSI_ISTAT0_ABRT);
+    send_msg(r.fd, &req);
+    recv_msg(r.fd, &msg);
+    g_assert_cmpuint(msg.hdr.cmd, ==, MPQEMU_CMD_SET_IRQ);
+    g_assert_cmpuint(le32_to_cpu(msg.u.set_irq.level), ==, 1);
+    expect_reply(r.fd, &req, &reply, 0);
+    g_assert_cmpuint(notify_wait(ev, IO_TIMEOUT_MS), >=, 1);
+    g_assert_cmpuint(qatomic_read(&t.ring->notify_signalled), ==, 1);
+    expect_quiet(&r);
+
+    /*
+     * NOTIFY_EVENTFD negotiated, but a RING_SETUP without the flag: the
+     * ring of old, whose marks the remote leaves alone
+     */
+    remote_drop(&r);
+    remote_connect(&r);
+    g_assert_cmphex(remote_hello_features(&r, NOTIFY_FEATURES), ==,
+                    NOTIFY_FEATURES);
+    test_ring_init(&plain, MPQEMU_RING_SIZE);
+    remote_ring_setup(&r, &plain);
+    ring_write(&plain, LSI_MMIO_REGION, LSI_REG_DIEN, 1, LSI_DSTAT_ABRT);
+    lsi_ring_raise(&plain);
+    expect_set_irq(&r, 1);
+    lsi_ring_lower(&plain);
+    expect_set_irq(&r, 0);
+    g_assert_cmpuint(qatomic_read(&plain.ring->notify_signalled), ==, 0);
+    /* ... nor does it signal the eventfd of the connection before */
+    expect_not_signalled(ev);
+    expect_quiet(&r);
+
+    remote_stop(&r);
+    test_ring_free(&t);
+    test_ring_free(&plain);
+    close(ev);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Proxy side: the test is the remote                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -3156,6 +3457,7 @@ typedef struct FakeRemote {
     uint32_t notify_sent;   /* notifications sent on the socket */
     uint32_t shadow_size;   /* what the ACCESS_HINTS reply declared */
     int action_fd;          /* the test has a notification to send */
+    int notify_fd;          /* the notify eventfd of RING_SETUP, or -1 */
 
     /* set by the thread before it answers RING_SETUP, then constant */
     MPQemuRing *ring;       /* mapped once RING_SETUP came */
@@ -3173,6 +3475,13 @@ typedef struct FakeRemote {
     uint64_t offered;       /* the features the proxy's HELLO offered */
     GArray *ring_log;       /* MPQemuRingEntry: the requests served */
     const MPQemuMsg *notify;    /* for the thread to send */
+    bool notify_unsignalled;    /* ... without signalling the notify eventfd */
+    bool hangup;            /* for the thread to close the connection */
+    bool hangup_half;       /* ... for writing only, keeping it open */
+    unsigned int ring_setup_flags;  /* those of the last RING_SETUP */
+    unsigned int ring_setup_fds;    /* ... and how many descriptors it had */
+    unsigned int notify_signals;    /* the notify eventfd was signalled */
+    unsigned int notify_skipped;    /* ... or not, as the ring said */
     bool done;              /* the connection is over */
     GString *errors;        /* what the fake did not expect */
     int ring_delay_ms;      /* how long to wait before serving the ring */
@@ -3360,13 +3669,34 @@ static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
     size_t expect = MPQEMU_RING_SIZE + ROUND_UP(f->shadow_size,
                                                 qemu_real_host_page_size());
     uint32_t size = le32_to_cpu(req->u.ring_setup.size);
+    uint32_t flags = le32_to_cpu(req->u.ring_setup.flags);
+    bool with_notify = flags & MPQEMU_RING_SETUP_NOTIFY_FD;
     struct stat st = { 0 };
     MPQemuRing *ring;
     void *map;
 
+    g_mutex_lock(&f->lock);
+    f->ring_setup_flags = flags;
+    f->ring_setup_fds = req->hdr.num_fds;
+    g_mutex_unlock(&f->lock);
     if (f->ring_mode == RING_OFF || f->ring) {
         fake_error(f, "RING_SETUP %s", f->ring ? "twice" : "not negotiated");
         mpqemu_msg_init_error(reply, req, -EPROTO, "no ring here");
+        return;
+    }
+    /* a notify eventfd only from a proxy this fake granted it to */
+    if ((flags & ~MPQEMU_RING_SETUP_FLAGS_ALL) ||
+        (with_notify &&
+         !(f->offered & f->features & MPQEMU_FEATURE_NOTIFY_EVENTFD))) {
+        fake_error(f, "RING_SETUP with flags 0x%x (features granted: 0x%"
+                   PRIx64 ")", flags, f->offered & f->features);
+        mpqemu_msg_init_error(reply, req, -EINVAL, "bad flags");
+        return;
+    }
+    if (with_notify && !fd_is_eventfd(req->fds[3])) {
+        fake_error(f, "RING_SETUP with a notify descriptor that is not an "
+                   "eventfd");
+        mpqemu_msg_init_error(reply, req, -EINVAL, "bad notify descriptor");
         return;
     }
     /* the ring page and the room for the shadow the hints declared */
@@ -3389,6 +3719,7 @@ static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
     ring = map;
     f->kick_fd = dup(req->fds[1]);
     f->done_fd = dup(req->fds[2]);
+    f->notify_fd = with_notify ? dup(req->fds[3]) : -1;
     /* the proxy's first request is number 1 */
     f->ring_served = 0;
     /* this remote always sleeps: the proxy kicks for every request */
@@ -3401,6 +3732,39 @@ static void fake_ring_setup(FakeRemote *f, const MPQemuMsg *req,
     f->ring_setups++;
     g_mutex_unlock(&f->lock);
     mpqemu_msg_init_reply(reply, req, 0);
+}
+
+/*
+ * A notification went out on the socket: with a notify eventfd, follow the
+ * remote's rule (mpqemu/ring.h) and signal it unless the proxy has yet to
+ * read the last signal, or a halted vCPU of the proxy reads the socket
+ */
+static void fake_notified(FakeRemote *f)
+{
+    MPQemuRing *ring = f->ring;
+    bool skip;
+
+    if (f->notify_fd < 0) {
+        return;
+    }
+    /* the message is sent before we look: pairs with the proxy's barriers */
+    smp_mb();
+    skip = qatomic_read(&ring->socket_reader) ||
+           qatomic_read(&ring->notify_signalled);
+    if (!skip) {
+        qatomic_set(&ring->notify_signalled, 1);
+        if (eventfd_write(f->notify_fd, 1) < 0) {
+            fake_error(f, "cannot signal the notify eventfd: %s",
+                       strerror(errno));
+        }
+    }
+    g_mutex_lock(&f->lock);
+    if (skip) {
+        f->notify_skipped++;
+    } else {
+        f->notify_signals++;
+    }
+    g_mutex_unlock(&f->lock);
 }
 
 /* The last request the proxy queued: the highest number in the ring */
@@ -3487,6 +3851,7 @@ static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
         if (!fake_send(f, fd, &msg)) {
             return false;
         }
+        fake_notified(f);
         g_usleep(FAKE_LATE_MS * 1000);
         fake_ring_answer(f, seq, value, f->notify_sent - 1);
         return true;
@@ -3509,7 +3874,11 @@ static bool fake_serve_entry(FakeRemote *f, int fd, uint32_t seq)
         mpqemu_msg_init(&msg, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
         msg.u.set_irq.level = cpu_to_le32(1);
         f->notify_sent++;
-        return fake_send(f, fd, &msg);
+        if (!fake_send(f, fd, &msg)) {
+            return false;
+        }
+        fake_notified(f);
+        return true;
     case RING_HANGUP:
         /* hang up on a proxy that sleeps, not on one that polls */
         deadline = g_get_monotonic_time() +
@@ -3703,17 +4072,37 @@ static bool fake_send_notification(FakeRemote *f, int fd)
 {
     const MPQemuMsg *msg;
     eventfd_t count;
-    bool sent = true;
+    bool sent = true, unsignalled, hangup, half;
 
     eventfd_read(f->action_fd, &count);
     g_mutex_lock(&f->lock);
     msg = f->notify;
+    unsignalled = f->notify_unsignalled;
+    hangup = f->hangup;
+    half = f->hangup_half;
     g_mutex_unlock(&f->lock);
+    if (hangup && !half) {
+        return false;
+    }
+    if (hangup) {
+        /* nothing more comes from here; what the proxy sends is still read */
+        if (shutdown(fd, SHUT_WR) < 0) {
+            fake_error(f, "shutdown: %s", strerror(errno));
+        }
+        g_mutex_lock(&f->lock);
+        f->hangup = false;
+        g_cond_broadcast(&f->cond);
+        g_mutex_unlock(&f->lock);
+        return true;
+    }
     if (!msg) {
         return true;
     }
     sent = fake_send(f, fd, msg);
     f->notify_sent += sent;
+    if (sent && !unsignalled) {
+        fake_notified(f);
+    }
     g_mutex_lock(&f->lock);
     f->notify = NULL;
     g_cond_broadcast(&f->cond);
@@ -3813,6 +4202,10 @@ out:
         close(f->kick_fd);
         close(f->done_fd);
     }
+    if (f->notify_fd >= 0) {
+        close(f->notify_fd);
+        f->notify_fd = -1;
+    }
     g_mutex_lock(&f->lock);
     f->done = true;
     f->notify = NULL;
@@ -3838,6 +4231,7 @@ static FakeRemote *fake_remote_new(BadReply bad, uint32_t hello_version,
     f->ring_log = g_array_new(false, false, sizeof(MPQemuRingEntry));
     f->action_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     g_assert_cmpint(f->action_fd, >=, 0);
+    f->notify_fd = -1;
     g_mutex_init(&f->lock);
     g_cond_init(&f->cond);
 
@@ -3931,10 +4325,11 @@ static bool fake_wait_done(FakeRemote *f, int ms)
 }
 
 /*
- * Have the fake send @msg, a notification, now, and wait until it did.
- * The descriptors of @msg stay the caller's.
+ * Have the fake send @msg, a notification, now, and wait until it did; with
+ * @signal, it then signals the notify eventfd, if it has one, as a remote
+ * must. The descriptors of @msg stay the caller's.
  */
-static void fake_notify(FakeRemote *f, const MPQemuMsg *msg)
+static void fake_notify_how(FakeRemote *f, const MPQemuMsg *msg, bool signal)
 {
     int64_t deadline = g_get_monotonic_time() +
                        IO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
@@ -3943,6 +4338,7 @@ static void fake_notify(FakeRemote *f, const MPQemuMsg *msg)
     g_mutex_lock(&f->lock);
     g_assert_false(f->done);
     f->notify = msg;
+    f->notify_unsignalled = !signal;
     g_mutex_unlock(&f->lock);
     g_assert_cmpint(eventfd_write(f->action_fd, 1), ==, 0);
     g_mutex_lock(&f->lock);
@@ -3951,6 +4347,41 @@ static void fake_notify(FakeRemote *f, const MPQemuMsg *msg)
     }
     pending = f->notify != NULL;
     f->notify = NULL;
+    g_mutex_unlock(&f->lock);
+    g_assert_false(pending);
+}
+
+static void fake_notify(FakeRemote *f, const MPQemuMsg *msg)
+{
+    fake_notify_how(f, msg, true);
+}
+
+/*
+ * Have the fake close the connection now, or with @half shut it down for
+ * writing only, and wait until it did
+ */
+static void fake_hang_up(FakeRemote *f, bool half)
+{
+    int64_t deadline = g_get_monotonic_time() +
+                       IO_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    bool pending;
+
+    g_mutex_lock(&f->lock);
+    g_assert_false(f->done);
+    f->hangup = true;
+    f->hangup_half = half;
+    g_mutex_unlock(&f->lock);
+    g_assert_cmpint(eventfd_write(f->action_fd, 1), ==, 0);
+    if (!half) {
+        g_assert_true(fake_wait_done(f, IO_TIMEOUT_MS));
+        return;
+    }
+    g_mutex_lock(&f->lock);
+    while (f->hangup && !f->done &&
+           g_cond_wait_until(&f->cond, &f->lock, deadline)) {
+        /* woken up: check again */
+    }
+    pending = f->hangup;
     g_mutex_unlock(&f->lock);
     g_assert_false(pending);
 }
@@ -5314,6 +5745,250 @@ static void test_proxy_posted_serial_write(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Proxy side: the notify eventfd                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Wait up to @ms for the proxy's INTx line to be @level. Meanwhile only
+ * qtest and QMP run in the main QEMU: nothing that has the proxy read its
+ * socket but its main loop, woken by what it watches.
+ */
+static bool proxy_wait_intx(ProxyTest *t, bool level, int ms)
+{
+    int64_t deadline = g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND;
+
+    while (qtest_get_irq(t->qts, PROXY_TEST_IRQ) != level) {
+        if (g_get_monotonic_time() > deadline) {
+            return false;
+        }
+        g_usleep(1000);
+    }
+    return true;
+}
+
+/* Have the fake send SET_IRQ @level; see fake_notify_how() for @signal */
+static void fake_send_irq(FakeRemote *f, uint32_t level, bool signal)
+{
+    MPQemuMsg m;
+
+    mpqemu_msg_init(&m, MPQEMU_CMD_SET_IRQ, 0, 0, sizeof(MPQemuSetIrq));
+    m.u.set_irq.level = cpu_to_le32(level);
+    fake_notify_how(f, &m, signal);
+}
+
+/*
+ * Wait up to @ms for the proxy to report its device failed, touching
+ * neither the device nor its socket: QMP round trips bring the events in.
+ * Returns the event, or NULL.
+ */
+static QDict *proxy_wait_failed_event(ProxyTest *t, int ms)
+{
+    int64_t deadline = g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND;
+    QDict *event;
+
+    while (!(event = qtest_qmp_event_ref(t->qts, "REMOTE_DEVICE_FAILED"))) {
+        if (g_get_monotonic_time() > deadline) {
+            return NULL;
+        }
+        g_usleep(1000);
+        check_alive(t->qts);
+    }
+    return event;
+}
+
+/* A fake with a ring that grants NOTIFY_EVENTFD and @more, and its proxy */
+static FakeRemote *proxy_test_start_notify(ProxyTest *t, uint64_t more)
+{
+    uint64_t features = MPQEMU_FEATURE_RING | MPQEMU_FEATURE_NOTIFY_EVENTFD |
+                        more;
+    FakeRemote *f = fake_ring_new(RING_ANSWER, features);
+
+    proxy_test_start_ring_fake(t, f, ",timeout=5000");
+    g_assert_cmphex(fake_counter64(f, &f->offered) & features, ==, features);
+    /* the ring came with the flag, and a fourth descriptor: an eventfd */
+    g_assert_cmphex(fake_counter(f, &f->ring_setup_flags), ==,
+                    MPQEMU_RING_SETUP_NOTIFY_FD);
+    g_assert_cmpuint(fake_counter(f, &f->ring_setup_fds), ==, 4);
+    g_assert_cmpint(f->notify_fd, >=, 0);
+    g_assert_true(fd_is_eventfd(f->notify_fd));
+    /* which nothing signalled yet */
+    g_assert_false(fd_readable(f->notify_fd, 0));
+    g_assert_cmpuint(qatomic_read(&f->ring->notify_signalled), ==, 0);
+    proxy_test_watch_intx(t);
+    return f;
+}
+
+/*
+ * (5) NOTIFY_EVENTFD granted: the proxy hands RING_SETUP a notify eventfd,
+ * and its main loop applies each notification the remote signals there,
+ * with no access to the device to carry it along. It takes the signal and
+ * clears notify_signalled before it reads the socket, so the remote
+ * signals the next notification too.
+ */
+static void test_proxy_ring_notify_eventfd(void)
+{
+    const int rounds = 8;
+    ProxyTest t;
+    FakeRemote *f = proxy_test_start_notify(&t, 0);
+    unsigned int requests = fake_counter(f, &f->requests);
+    uint32_t seq = fake_req_seq(f);
+
+    for (int i = 0; i < rounds; i++) {
+        bool level = !(i & 1);
+
+        fake_send_irq(f, level, true);
+        g_assert_true(proxy_wait_intx(&t, level, IO_TIMEOUT_MS));
+        g_assert_cmpuint(qatomic_read(&f->ring->notify_signalled), ==, 0);
+        g_assert_false(fd_readable(f->notify_fd, 0));
+    }
+    g_assert_cmpuint(fake_counter(f, &f->notify_signals), ==, rounds);
+    g_assert_cmpuint(fake_counter(f, &f->notify_skipped), ==, 0);
+    /* no request went to the device meanwhile */
+    g_assert_cmpuint(fake_counter(f, &f->requests), ==, requests);
+    g_assert_cmpuint(fake_req_seq(f), ==, seq);
+
+    /* the device works on */
+    g_assert_cmphex(proxy_sync(&t), ==, fake_bar_value(0x40));
+    g_assert_cmphex(qpci_config_readw(t.dev, PCI_VENDOR_ID), ==, FAKE_VENDOR);
+    g_assert_false(fake_wait_done(f, 0));
+    proxy_test_end(&t);
+}
+
+/*
+ * (6) a remote that sends notifications without signalling the eventfd:
+ * the main loop, which does not watch the socket for them, does not learn
+ * of them, and goes on all the same. The next one that is signalled wakes
+ * it, and it applies all that waits on the socket, in order: a SET_IRQ, a
+ * doorbell added and removed (removed first, it would be a protocol
+ * violation), then another doorbell added, the signalled one.
+ */
+static void test_proxy_ring_notify_unsignalled(void)
+{
+    ProxyTest t;
+    FakeRemote *f = proxy_test_start_notify(&t, MPQEMU_FEATURE_IOEVENTFD);
+    int ev = test_eventfd_new(), ev_other = test_eventfd_new();
+    MPQemuMsg m;
+    uint32_t seq;
+
+    fake_send_irq(f, 1, false);
+    g_assert_false(proxy_wait_intx(&t, true, 200));
+    init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0, DOORBELL_OFFSET, 4, 0, ev);
+    fake_notify_how(f, &m, false);
+    init_ioeventfd(&m, 0, 0, DOORBELL_OFFSET, 4, 0, -1);
+    fake_notify_how(f, &m, false);
+    check_alive(t.qts);
+    g_assert_false(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    g_assert_cmpuint(fake_counter(f, &f->notify_signals), ==, 0);
+
+    init_ioeventfd(&m, MPQEMU_IOEVENTFD_ADD, 0, 0x200, 4, 0, ev_other);
+    fake_notify(f, &m);
+    g_assert_cmpuint(fake_counter(f, &f->notify_signals), ==, 1);
+    g_assert_true(proxy_wait_intx(&t, true, IO_TIMEOUT_MS));
+    g_assert_cmpuint(qatomic_read(&f->ring->notify_signalled), ==, 0);
+    g_assert_false(fd_readable(f->notify_fd, 0));
+
+    /* the doorbell added last is there, the one removed is not */
+    seq = fake_req_seq(f);
+    qpci_io_writel(t.dev, t.bar, 0x200, 1);
+    g_assert_cmpuint(eventfd_count(ev_other), ==, 1);
+    g_assert_cmpuint(fake_req_seq(f), ==, seq);
+    qpci_io_writel(t.dev, t.bar, DOORBELL_OFFSET, 2);
+    g_assert_cmpuint(eventfd_count(ev), ==, 0);
+    g_assert_cmpuint(fake_req_seq(f), ==, seq + 1);
+    g_assert_cmphex(fake_ring_log(f, -1).offset, ==, DOORBELL_OFFSET);
+
+    /* nothing failed */
+    g_assert_cmphex(proxy_sync(&t), ==, fake_bar_value(0x40));
+    g_assert_true(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    g_assert_false(fake_wait_done(f, 0));
+    proxy_test_end(&t);
+    close(ev);
+    close(ev_other);
+}
+
+/*
+ * (7) with a notify eventfd, the main loop watches the socket for its end
+ * only: a remote that hangs up is still noticed at once, with no access to
+ * the device to find out, and the device fails, its interrupt going down.
+ * So is one that shuts its end down for writing only (@data): nothing can
+ * come from it any more, and a proxy that watches its socket for input
+ * notices that at once too.
+ */
+static void test_proxy_ring_notify_hangup(gconstpointer data)
+{
+    bool half = GPOINTER_TO_INT(data);
+    ProxyTest t;
+    FakeRemote *f = proxy_test_start_notify(&t, 0);
+    int64_t start, elapsed_ms;
+    QDict *event;
+
+    fake_send_irq(f, 1, true);
+    g_assert_true(proxy_wait_intx(&t, true, IO_TIMEOUT_MS));
+
+    start = g_get_monotonic_time();
+    fake_hang_up(f, half);
+    event = proxy_wait_failed_event(&t, IO_TIMEOUT_MS);
+    elapsed_ms = (g_get_monotonic_time() - start) / 1000;
+    if (!event) {
+        /* not fatal, so that the tests after this one still run */
+        g_test_message("FAIL: the proxy did not notice in %d ms that its "
+                       "remote %s", IO_TIMEOUT_MS,
+                       half ? "shut its end down for writing" : "hung up");
+        g_test_fail();
+        proxy_test_end(&t);     /* the fake ends as the main QEMU does */
+        return;
+    }
+    g_test_message("the hang-up was noticed after %" PRId64 " ms",
+                   elapsed_ms);
+    g_assert_cmpint(elapsed_ms, <, 1000);
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(event, "data"), "device"),
+                    ==, "p0");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(event, "data"), "cause"),
+                    ==, "disconnected");
+    qobject_unref(event);
+    g_assert_false(qtest_get_irq(t.qts, PROXY_TEST_IRQ));
+    /* the proxy closed its end too */
+    g_assert_true(fake_wait_done(f, IO_TIMEOUT_MS));
+    proxy_check_offline(&t);
+    proxy_test_end(&t);
+}
+
+/*
+ * (8) a remote that does not grant NOTIFY_EVENTFD gets RING_SETUP as
+ * before: no flag, three descriptors; and the main loop takes its
+ * notifications from the socket, with no access to the device either
+ */
+static void test_proxy_ring_notify_not_granted(void)
+{
+    ProxyTest t;
+    FakeRemote *f;
+    unsigned int requests;
+
+    proxy_test_start_ring(&t, RING_ANSWER, ",timeout=5000");
+    f = t.fake;
+    /* it was offered (not granted, though) */
+    g_assert_cmphex(fake_counter64(f, &f->offered) &
+                    MPQEMU_FEATURE_NOTIFY_EVENTFD, ==,
+                    MPQEMU_FEATURE_NOTIFY_EVENTFD);
+    g_assert_cmphex(fake_counter(f, &f->ring_setup_flags), ==, 0);
+    g_assert_cmpuint(fake_counter(f, &f->ring_setup_fds), ==,
+                     MPQEMU_RING_FDS);
+    g_assert_cmpint(f->notify_fd, <, 0);
+    proxy_test_watch_intx(&t);
+    requests = fake_counter(f, &f->requests);
+
+    fake_send_irq(f, 1, true);
+    g_assert_true(proxy_wait_intx(&t, true, IO_TIMEOUT_MS));
+    fake_send_irq(f, 0, true);
+    g_assert_true(proxy_wait_intx(&t, false, IO_TIMEOUT_MS));
+    g_assert_cmpuint(fake_counter(f, &f->requests), ==, requests);
+    g_assert_cmpuint(fake_counter(f, &f->notify_signals), ==, 0);
+    g_assert_cmphex(proxy_sync(&t), ==, fake_bar_value(0x40));
+    g_assert_false(fake_wait_done(f, 0));
+    proxy_test_end(&t);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Startup: the main QEMU must refuse a remote of another version           */
 /* ------------------------------------------------------------------------ */
 
@@ -5525,6 +6200,10 @@ int main(int argc, char **argv)
                    test_remote_ring_shadow);
     qtest_add_func("/mpqemu/protocol/remote/ring/shadow-lsi",
                    test_remote_ring_shadow_lsi);
+    qtest_add_func("/mpqemu/protocol/remote/ring/notify-setup",
+                   test_remote_ring_notify_setup);
+    qtest_add_func("/mpqemu/protocol/remote/ring/notify-eventfd",
+                   test_remote_ring_notify_eventfd);
     qtest_add_func("/mpqemu/protocol/remote/hints/refused",
                    test_remote_hints_refused);
     qtest_add_func("/mpqemu/protocol/remote/migration/hostile",
@@ -5589,6 +6268,18 @@ int main(int argc, char **argv)
                    test_proxy_posted_sync_write);
     qtest_add_func("/mpqemu/protocol/proxy/posted/serial-write",
                    test_proxy_posted_serial_write);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/notify-eventfd",
+                   test_proxy_ring_notify_eventfd);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/notify-unsignalled",
+                   test_proxy_ring_notify_unsignalled);
+    qtest_add_data_func("/mpqemu/protocol/proxy/ring/notify-hangup",
+                        GINT_TO_POINTER(false),
+                        test_proxy_ring_notify_hangup);
+    qtest_add_data_func("/mpqemu/protocol/proxy/ring/notify-half-closed",
+                        GINT_TO_POINTER(true),
+                        test_proxy_ring_notify_hangup);
+    qtest_add_func("/mpqemu/protocol/proxy/ring/notify-not-granted",
+                   test_proxy_ring_notify_not_granted);
 
     qtest_add_func("/mpqemu/protocol/startup/version-mismatch",
                    test_startup_version_mismatch);
