@@ -87,7 +87,7 @@ bool proxy_ring_setup(ProxyLink *link, bool intx_in_answers,
     link->ring_done_fd = done_fd;
     link->ring_intx = intx_in_answers;
     link->ring_notify_fd = notify_fd;
-    qemu_mutex_unlock(&link->lock);
+    proxy_link_unlock(link);
     if (notify_fd >= 0) {
         proxy_link_watch_notify_fd(link, notify_fd);
     }
@@ -127,6 +127,7 @@ void proxy_ring_close(ProxyLink *link)
     link->ring = NULL;
     /* a vCPU still waiting finds the link gone: it ends its wait on its own */
     link->socket_reader = false;
+    qatomic_set(&link->notify_deferred, false);
 }
 
 /*
@@ -182,7 +183,39 @@ void proxy_ring_socket_reader_end(ProxyLink *link, MPQemuRing *ring)
     }
 }
 
-/* With the BQL: the main loop reads @link's socket, as if the remote said so */
+/*
+ * With the BQL, for the main loop woken by the notify eventfd while another
+ * thread holds the link: take the signal rather than wake up for it again
+ * and again until that thread lets go; it gives the signal back then
+ * (proxy_ring_notify_redeliver_locked), unless we got the link meanwhile.
+ */
+void proxy_ring_notify_defer(ProxyLink *link)
+{
+    uint64_t count;
+
+    if (link->ring_notify_fd < 0) {
+        return;
+    }
+    if (eventfd_read(link->ring_notify_fd, &count) < 0) {
+        /* EAGAIN: nothing to take, but the flag does no harm */
+    }
+    qatomic_set(&link->notify_deferred, true);
+    /* Before we try the link again: pairs with proxy_link_unlock() */
+    smp_mb();
+}
+
+/* With the link lock: the main loop reads the socket for a deferred signal */
+void proxy_ring_notify_redeliver_locked(ProxyLink *link)
+{
+    if (qatomic_xchg(&link->notify_deferred, false)) {
+        proxy_ring_signal_main_loop(link);
+    }
+}
+
+/*
+ * With the BQL or the link lock: the main loop reads @link's socket, as if
+ * the remote said so
+ */
 void proxy_ring_signal_main_loop(ProxyLink *link)
 {
     if (link->ring_notify_fd >= 0 &&

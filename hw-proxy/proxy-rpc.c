@@ -40,6 +40,24 @@ void proxy_link_init(ProxyLink *link)
     link->events = g_array_new(false, false, sizeof(MPQemuMsg));
 }
 
+/*
+ * Let go of @link, and give back a notify signal the main loop left to us
+ * while we held it: every holder lets go here, so the signal is not lost.
+ */
+void proxy_link_unlock(ProxyLink *link)
+{
+    for (;;) {
+        qemu_mutex_unlock(&link->lock);
+        /* Pairs with proxy_ring_notify_defer() */
+        smp_mb();
+        if (!qatomic_read(&link->notify_deferred) ||
+            qemu_mutex_trylock(&link->lock)) {
+            return;     /* nothing left, or for the thread that took it */
+        }
+        proxy_ring_notify_redeliver_locked(link);
+    }
+}
+
 void proxy_link_destroy(ProxyLink *link)
 {
     proxy_link_close(link);
@@ -67,7 +85,7 @@ void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
     link->notify = notify;
     link->fail = fail;
     link->opaque = opaque;
-    qemu_mutex_unlock(&link->lock);
+    proxy_link_unlock(link);
     proxy_link_watch(link, fd);
 }
 
@@ -84,7 +102,7 @@ void proxy_link_close(ProxyLink *link)
     mpqemu_recv_state_reset(&link->rx);
     proxy_link_drop_events_locked(link);
     proxy_ring_close(link);
-    qemu_mutex_unlock(&link->lock);
+    proxy_link_unlock(link);
     if (fd >= 0) {
         proxy_link_unwatch(link, fd);
         close(fd);
@@ -123,7 +141,7 @@ static void proxy_link_settle(ProxyLink *link)
         mpqemu_recv_state_reset(&link->rx);
         proxy_ring_close(link);
     }
-    qemu_mutex_unlock(&link->lock);
+    proxy_link_unlock(link);
 
     for (guint i = 0; i < events->len; i++) {
         link->notify(link->opaque, &g_array_index(events, MPQemuMsg, i));
@@ -161,7 +179,7 @@ static void proxy_link_unlock_and_settle(ProxyLink *link)
 {
     bool unsettled = proxy_link_unsettled_locked(link);
 
-    qemu_mutex_unlock(&link->lock);
+    proxy_link_unlock(link);
     if (!unsettled) {
         return;
     }
@@ -279,11 +297,19 @@ bool proxy_link_poll_notifications(ProxyLink *link, bool signalled)
 {
     /*
      * A vCPU that holds the link is receiving itself and queues what it
-     * finds; this handler runs again while anything is left unread, or
-     * while the eventfd that woke it is.
+     * finds; this handler runs again while anything is left unread, or,
+     * for the eventfd, once that vCPU lets go.
      */
     if (qemu_mutex_trylock(&link->lock)) {
-        return false;
+        if (!signalled) {
+            return false;
+        }
+        proxy_ring_notify_defer(link);
+        if (qemu_mutex_trylock(&link->lock)) {
+            return false;
+        }
+        /* ours after all: what the signal was for is read below */
+        qatomic_set(&link->notify_deferred, false);
     }
     /* Never wait here: the rest of a partial message may come later */
     if ((!signalled || proxy_ring_notify_seen_locked(link)) &&
@@ -383,7 +409,7 @@ void proxy_link_open_bars(ProxyLink *link, bool post_writes)
     qemu_mutex_lock(&link->lock);
     link->bars_open = true;
     link->post_writes = post_writes;
-    qemu_mutex_unlock(&link->lock);
+    proxy_link_unlock(link);
 }
 
 /* With the link lock: a BAR access as a round trip on the socket */

@@ -42,6 +42,8 @@ typedef struct ProxyLink {
     bool watch_suspended;   /* ... taken out of it by a halted vCPU */
     bool watch_notify;      /* ... there for its end only: ring_notify_fd is */
     bool socket_reader;     /* a halted vCPU reads the socket (proxy-ring.c) */
+    /* the main loop left a notify signal to whoever holds the link */
+    bool notify_deferred;
 
     /* BAR accesses through shared memory, when negotiated (proxy-ring.c) */
     MPQemuRing *ring;
@@ -62,6 +64,7 @@ typedef struct ProxyLink {
 
 void proxy_link_init(ProxyLink *link);
 void proxy_link_destroy(ProxyLink *link);
+void proxy_link_unlock(ProxyLink *link);
 void proxy_link_open(ProxyLink *link, int fd, uint32_t timeout_ms,
                      ProxyNotifyFn *notify, ProxyFailFn *fail, void *opaque);
 bool proxy_link_call(ProxyLink *link, MPQemuMsg *req, MPQemuMsg *reply,
@@ -101,6 +104,8 @@ bool proxy_ring_notify_seen_locked(ProxyLink *link);
 MPQemuRing *proxy_ring_socket_reader_begin(ProxyLink *link);
 void proxy_ring_socket_reader_end(ProxyLink *link, MPQemuRing *ring);
 void proxy_ring_signal_main_loop(ProxyLink *link);
+void proxy_ring_notify_defer(ProxyLink *link);
+void proxy_ring_notify_redeliver_locked(ProxyLink *link);
 bool proxy_ring_access_locked(ProxyLink *link, bool write, uint8_t region,
                               uint64_t offset, uint8_t size, uint64_t *value,
                               bool posted, Error **errp);

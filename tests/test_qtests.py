@@ -15,7 +15,7 @@ TOP = Path(__file__).resolve().parent.parent
 QBUILD = Path(os.environ.get("MPQEMU_QBUILD", TOP / "build" / "qemu-build"))
 QTEST_DIR = QBUILD / "mpqemu" / "tests"
 BINARIES = ["mpqemu-proxy-test", "mpqemu-protocol-test", "mpqemu-msix-test",
-            "mpqemu-channel-test"]
+            "mpqemu-channel-test", "mpqemu-link-test"]
 TIMEOUT_S = 600
 
 _results = {}
