@@ -4,14 +4,19 @@
 Every configuration boots one guest (class-scoped fixture) and checks, in order:
 the PCI ID, the bound driver, a host-made pattern read back with O_DIRECT, 16
 threads reading at random at once (the controller disconnects and reselects, and
-interrupts rise and fall while the guest reads its registers) with none stuck,
+interrupts rise and fall while the guest reads its registers) with none stuck
+(a stuck one turns on the trace of the process that runs the LSI, so that the
+failure shows what the controller did as the guest tried to recover),
 nothing for the guest's SCSI layer to complain about and the SCRIPTS processor
 never paused, and a guest-written pattern found in the image file after the VM
 has shut down.
 """
 
+import json
 import os
 import re
+import socket
+import threading
 
 import pytest
 
@@ -30,6 +35,16 @@ STUCK_SECONDS = 20
 # run, in-process; proxied, they must not either (posted SIGP writes that
 # piled up used to trip it over and over, at a third of the speed).
 SCRIPTS_PAUSED = "lsi_scripts_timer_start"
+# A read stuck for STUCK_SECONDS turns these traces on in the process that
+# runs the LSI (through a QMP monitor of its own), so that the guest's
+# recovery (abort, device reset, bus reset) shows which requests the
+# controller still held: a request it lost and one the guest lost differ.
+DEVICE_TRACES = ("lsi_*", "scsi_req_*")
+DEVICE_MONITOR = "device-qmp.sock"
+# Trace lines shown with a stuck read: everything but register accesses and
+# the SCRIPTS instructions themselves.
+TRACE_NOISE = re.compile(
+    r"(^|:)(lsi_reg_(read|write)|lsi_execute_script(_tc_\w+|_mm_\w+|_io_opcode|_io_clear)?) ")
 
 CONFIGS = [(mode, machine) for mode in MODES for machine in ("pc", "q35")]
 
@@ -43,7 +58,11 @@ def lsi_vm(request, tmp_path_factory):
     seed = 0x15a1 + CONFIGS.index(request.param)
     data = make_disk(disk, DISK_MIB, seed)
     trace = ["-trace", SCRIPTS_PAUSED]
-    vm = VM(mode, machine, disk, extra_main_args=trace, extra_remote_args=trace)
+    monitor = os.path.join(workdir, DEVICE_MONITOR)
+    device_monitor = ["-qmp", f"unix:{monitor},server=on,wait=off"]
+    inproc = mode == "inproc"
+    vm = VM(mode, machine, disk, extra_main_args=trace + (device_monitor if inproc else []),
+            extra_remote_args=trace + ([] if inproc else device_monitor))
     error = None
     try:
         vm.start()
@@ -54,6 +73,7 @@ def lsi_vm(request, tmp_path_factory):
     if error:
         pytest.fail(error, pytrace=False)
     vm.host_data = data
+    vm.device_monitor = monitor
     yield vm
     vm.close()
     vm.cleanup()
@@ -85,19 +105,28 @@ class TestLSI:
     def test_concurrent_reads(self, lsi_vm):
         dev = lsi_vm.lsi_disk()
         log_before = lsi_vm.shell.check("dmesg | wc -l").split()[-1]
-        out = lsi_vm.shell.check(
-            f"randread -t {CONCURRENT_SECONDS} -b 4096 -s 1 -j {CONCURRENT_JOBS} /dev/{dev}",
-            timeout=120)
+        device_process = lsi_vm.remote or lsi_vm.main
+        output_before = len(device_process.output())
+        tracer = threading.Timer(STUCK_SECONDS, trace_device, [lsi_vm.device_monitor])
+        tracer.start()
+        try:
+            out = lsi_vm.shell.check(
+                f"randread -t {CONCURRENT_SECONDS} -b 4096 -s 1 -j {CONCURRENT_JOBS} /dev/{dev}",
+                timeout=120)
+        finally:
+            tracer.cancel()
+            tracer.join()
         fields = dict(re.findall(r"(\w+)=(\S+)", out))
         new_log = lsi_vm.shell.check(f"dmesg | tail -n +{int(log_before) + 1}")
         assert int(fields["jobs"]) == CONCURRENT_JOBS
         assert int(fields["ios"]) > CONCURRENT_JOBS, out
         # Every thread finished in time: none waited for a lost interrupt.
-        # (The guest's log says whether its SCSI layer timed a command out.)
-        assert int(fields["elapsed_ns"]) < STUCK_SECONDS * 10**9, f"{out}\n{new_log}"
+        # (The guest's log says whether its SCSI layer timed a command out;
+        # the device's trace, what the controller did about it.)
+        assert int(fields["elapsed_ns"]) < STUCK_SECONDS * 10**9, \
+            f"{out}\n{new_log}\n{device_trace(device_process.output()[output_before:])}"
         assert not re.search(r"abort|reset|timeout|error", new_log, re.I), new_log
         # The controller kept up: its SCRIPTS were never paused.
-        device_process = lsi_vm.remote or lsi_vm.main
         paused = device_process.output().count(SCRIPTS_PAUSED)
         assert paused == 0, f"SCRIPTS paused {paused} times for 500 µs ({out.strip()})"
         # Still consistent afterwards.
@@ -127,6 +156,34 @@ class TestLSI:
         assert len(image) == DISK_MIB * MIB
         assert image[:region[0]] == lsi_vm.host_data[:region[0]]
         assert image[region[1]:] == lsi_vm.host_data[region[1]:]
+
+
+def trace_device(monitor_path):
+    """Turn DEVICE_TRACES on through the QMP monitor at monitor_path."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(monitor_path)
+        stream = sock.makefile("rw")
+        stream.readline()  # the greeting
+        commands = [{"execute": "qmp_capabilities"}]
+        commands += [{"execute": "trace-event-set-state",
+                      "arguments": {"name": name, "enable": True}} for name in DEVICE_TRACES]
+        for command in commands:
+            stream.write(json.dumps(command) + "\n")
+            stream.flush()
+            while True:
+                reply = json.loads(stream.readline())
+                if "return" in reply or "error" in reply:
+                    break
+            assert "return" in reply, f"{command}: {reply}"
+
+
+def device_trace(output, lines=300):
+    """What the LSI's process traced once a read was stuck, less the noise."""
+    trace = [line for line in output.splitlines() if not TRACE_NOISE.search(line)]
+    if not trace:
+        return "(the device process traced nothing)"
+    return "device trace:\n" + "\n".join(trace[-lines:])
 
 
 def file_sha256_bytes(data):
