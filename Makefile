@@ -62,7 +62,8 @@ bench: qemu guest
 	scripts/bench.sh
 
 # Why the bench's figures are what they are: per-thread CPU, sleeps and system
-# calls per 4 KiB read, in-process next to proxied (PROFILE_ARGS, e.g. --jobs 16)
+# calls per random read, in-process next to proxied (PROFILE_ARGS, e.g. --jobs 16,
+# --block 1048576)
 bench-profile: qemu guest
 	scripts/install-deps.sh --profile
 	scripts/bench.sh --io-profile $(PROFILE_ARGS)

@@ -1,19 +1,21 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""mpqemu I/O profile: where each 4 KiB random read goes, per thread, in-process and proxied.
+"""mpqemu I/O profile: where each random read goes, per thread, in-process and proxied.
 
 `make bench` says how fast; this says why.  For each device class it boots the
 in-process and the proxied VMs of mpqemu-bench.py side by side and, while the
-guest runs randread at one queue depth, counts per I/O and per thread of the
-main QEMU (its main loop, its vCPUs, the rest) and of the remote (its main loop,
-the rest): CPU time and time ready to run but waiting for a CPU (schedstat:
-where two cores are too few for the threads that want them), voluntary and
-involuntary context switches (/proc/<pid>/task/<tid>/status: a voluntary one
-is a sleep, so a wake-up to come; an involuntary one is a thread that wanted
-to go on and was made to wait) and, where `perf` can count system call tracepoints, the system calls
-that polling and waking cost (on a VM host they are expensive: the profile
-prints what one costs here).  Counts per I/O hardly move with the host's load,
-which the IOPS figures of `make bench` do: compare these from change to change.
+guest runs randread at one queue depth and block size (4 KiB; --block 1048576
+for reads as large as the bench's sequential ones), counts per I/O and per
+thread of the main QEMU (its main loop, its vCPUs, the rest) and of the remote
+(its main loop, the rest): CPU time and time ready to run but waiting for a
+CPU (schedstat: where two cores are too few for the threads that want them),
+voluntary and involuntary context switches (/proc/<pid>/task/<tid>/status: a
+voluntary one is a sleep, so a wake-up to come; an involuntary one is a thread
+that wanted to go on and was made to wait) and, where `perf` can count system
+call tracepoints, the system calls that polling and waking cost (on a VM host
+they are expensive: the profile prints what one costs here).  Counts per I/O
+hardly move with the host's load, which the IOPS figures of `make bench` do:
+compare these from change to change.
 The columns take turns, run by run, as in the bench; the figures are medians.
 Run by scripts/bench.sh --io-profile.
 """
@@ -126,14 +128,14 @@ def syscall_ns():
     return max(per_call - (time.perf_counter_ns() - t0) / n, 0.0)
 
 
-def profile_run(col, seconds, jobs):
+def profile_run(col, seconds, jobs, block):
     """One randread run: (IOPS, {(process, role): {figure: total}})."""
     who = roles(col)
     pids = [pid for pid in col.vm.pids().values() if pid]
     before = {proc: thread_stats(pid) for proc, pid in col.vm.pids().items() if pid}
     counter = SyscallCounter(pids)
     time.sleep(0.3)     # perf attaches
-    out = col.vm.shell.check(f"randread -t {seconds} -b 4096 -s {bench.RAND_SEED} "
+    out = col.vm.shell.check(f"randread -t {seconds} -b {block} -s {bench.RAND_SEED} "
                              f"-j {jobs} /dev/{col.dev}", timeout=seconds + 120)
     calls = counter.stop()
     after = {proc: thread_stats(pid) for proc, pid in col.vm.pids().items() if pid}
@@ -156,12 +158,17 @@ def profile_run(col, seconds, jobs):
     return float(m.group(2)), {k: {f: v / ios for f, v in t.items()} for k, t in totals.items()}
 
 
+def block_size(block):
+    """4 KiB, 1 MiB: a read's size for the headings."""
+    return f"{block >> 20} MiB" if not block % (1 << 20) else f"{block >> 10} KiB"
+
+
 def fmt_row(label, values):
     return f"  {label:<22}" + "".join(f"{v:>9}" for v in values)
 
 
-def print_profile(devclass, columns, iops, per_io, cost_ns):
-    print(f"\n{devclass.name}: 4 KiB random reads, per I/O (median of the runs)")
+def print_profile(devclass, columns, iops, per_io, cost_ns, block):
+    print(f"\n{devclass.name}: {block_size(block)} random reads, per I/O (median of the runs)")
     print(fmt_row("", [c.label for c in columns]))
     print(fmt_row("IOPS", [f"{statistics.median(iops[c.label]):.0f}" for c in columns]))
     print(fmt_row("µs per I/O", [f"{1e6 / statistics.median(iops[c.label]):.1f}"
@@ -202,6 +209,8 @@ def main():
     parser.add_argument("--columns", default="ring",
                         help="proxied columns next to in-process (ring,socket)")
     parser.add_argument("--jobs", type=int, default=1, help="queue depth (1)")
+    parser.add_argument("--block", type=int, default=4096,
+                        help="bytes per read, a multiple of 4096 (4096)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per run (5)")
     parser.add_argument("--reps", type=int, default=3, help="runs per column (3)")
     parser.add_argument("--machine", default="pc", choices=("pc", "q35"))
@@ -220,9 +229,13 @@ def main():
         parser.error(f"unknown column {exc}")
     if not classes or args.reps < 1 or args.seconds < 1 or args.jobs < 1:
         parser.error("nothing to measure")
+    if args.block < 4096 or args.block % 4096:
+        parser.error(f"--block {args.block}: reads are O_DIRECT, of a positive "
+                     "multiple of 4096 bytes")
 
     cost_ns = syscall_ns()
     print(f"mpqemu I/O profile: -machine {args.machine}, TCG, QD{args.jobs}, "
+          f"{block_size(args.block)} reads, "
           f"{args.reps} runs of {args.seconds} s per column; one system call costs "
           f"{cost_ns:.0f} ns on this host" + ("" if shutil.which("perf") else
                                             " (no perf: system calls not counted)"))
@@ -239,11 +252,12 @@ def main():
                 for r in range(args.reps):
                     k = r % len(columns)
                     for col in columns[k:] + columns[:k]:
-                        value, figures = profile_run(col, args.seconds, args.jobs)
+                        value, figures = profile_run(col, args.seconds, args.jobs,
+                                                     args.block)
                         iops[col.label].append(value)
                         per_io[col.label].append(figures)
                         bench.log(f"profile: {col.name}: {value:.0f} IOPS")
-                print_profile(devclass, columns, iops, per_io, cost_ns)
+                print_profile(devclass, columns, iops, per_io, cost_ns, args.block)
             finally:
                 for col in columns:
                     col.vm.close()
