@@ -1,6 +1,8 @@
 /*
  * A halted vCPU waits on the sockets of the proxied devices instead of the
  * main loop: a remote's interrupt wakes the vCPU, not the main loop and then it.
+ * It looks for a short while before it sleeps: an interrupt that comes then
+ * costs no wake-up at all.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -26,11 +28,27 @@
  * and waking it through its halt condition costs a little less.
  */
 #define PROXY_HALT_WAIT_ACTIVE_NS   (20 * SCALE_MS)
+/*
+ * How long a halted vCPU looks for an interrupt before it sleeps: a window
+ * that adapts to its waits, as the remote's polling window does to the gaps
+ * between requests. Waking a thread that sleeps costs from a few µs (its
+ * CPU busy) to tens of µs (its CPU idle, on a virtualized host), and a disk
+ * read that the host has cached takes some 30 µs from the doorbell to the
+ * interrupt: the vCPU would sleep through little else. A wait that ended
+ * soon after the window closed widens it; one longer than the widest window
+ * (a large read, a slow disk) narrows it: such waits go to sleep almost at
+ * once and leave the CPU to the threads that do the work. Each look is one
+ * system call, and between looks the vCPU yields the CPU to them.
+ */
+#define PROXY_HALT_SPIN_MIN_NS      (5 * SCALE_US)
+#define PROXY_HALT_SPIN_START_NS    (20 * SCALE_US)
+#define PROXY_HALT_SPIN_MAX_NS      (50 * SCALE_US)
 
 /* A vCPU thread that has waited here */
 typedef struct ProxyHaltWaiter {
     int wake_fd;            /* an eventfd: kicked while it waits */
     bool waiting;
+    int64_t spin_ns;        /* its thread's: how long it looks before sleeping */
 } ProxyHaltWaiter;
 
 /* With the BQL: the links whose notifications a halted vCPU receives */
@@ -68,6 +86,7 @@ static ProxyHaltWaiter *proxy_halt_waiter(CPUState *cpu)
     }
     w = g_new0(ProxyHaltWaiter, 1);
     w->wake_fd = fd;
+    w->spin_ns = PROXY_HALT_SPIN_START_NS;
     qatomic_store_release(&halt_waiters[cpu->cpu_index], w);
     return w;
 }
@@ -88,6 +107,37 @@ static bool proxy_halt_links_active(void)
         halt_links_active_ns = now;
     }
     return now - halt_links_active_ns <= PROXY_HALT_WAIT_ACTIVE_NS;
+}
+
+/*
+ * Without the BQL: wait until one of @pfd (the kick, then the links) can be
+ * read, looking for up to @w's window first. Returns what poll() returned.
+ */
+static int proxy_halt_poll(CPUState *cpu, ProxyHaltWaiter *w,
+                           struct pollfd *pfd, unsigned nfds)
+{
+    int64_t start = get_clock(), now = start;
+    int ret;
+
+    do {
+        ret = poll(pfd, nfds, 0);
+        if (ret) {
+            trace_proxy_halt_spin(cpu->cpu_index, now - start, w->spin_ns);
+            return ret;
+        }
+        sched_yield();
+        now = get_clock();
+    } while (now - start < w->spin_ns);
+
+    ret = poll(pfd, nfds, -1);
+    now = get_clock();
+    if (now - start > PROXY_HALT_SPIN_MAX_NS) {
+        w->spin_ns = MAX(w->spin_ns / 2, PROXY_HALT_SPIN_MIN_NS);
+    } else {
+        w->spin_ns = MIN(w->spin_ns * 2, PROXY_HALT_SPIN_MAX_NS);
+    }
+    trace_proxy_halt_slept(cpu->cpu_index, now - start, w->spin_ns);
+    return ret;
 }
 
 /*
@@ -137,7 +187,7 @@ static bool proxy_halt_wait(CPUState *cpu)
             }
         }
         bql_unlock();
-        if (poll(pfd, n + 1, -1) < 0) {
+        if (proxy_halt_poll(cpu, w, pfd, n + 1) < 0) {
             pfd[0].revents = 0;
             for (unsigned i = 0; i < n; i++) {
                 pfd[i + 1].revents = 0;

@@ -6,7 +6,8 @@ the guest does I/O waits on the sockets of the proxied devices as well as
 for its kicks, and applies the interrupt a remote sends; the main loop no
 longer has to wake up first.
 The main QEMU traces proxy_halt_wait, proxy_halt_woken (its end),
-proxy_halt_wake (a halted vCPU read a device's socket) and proxy_msi /
+proxy_halt_wake (a halted vCPU read a device's socket), proxy_halt_slept (a
+vCPU looked at the sockets for its window, then slept) and proxy_msi /
 proxy_set_irq (an interrupt applied), each with the thread that did it.
 
   * A proxied virtio-blk (MSI-X, one vCPU) and a proxied LSI with a SCSI
@@ -16,6 +17,10 @@ proxy_set_irq (an interrupt applied), each with the thread that did it.
   * The main loop leaves those sockets to the waiting vCPU: it applies no
     interrupt while a vCPU waits on them (it used to race the vCPU for
     each, and win half the time).
+  * A vCPU looks at the sockets before it sleeps, for a window that adapts
+    to its waits: the throttled disk keeps each waiting for about a
+    millisecond, so the window stays at its narrowest and the vCPU sleeps
+    almost at once.
   * With halt-wait=off the same I/O is right and no vCPU waits there.
   * The idle guest's main QEMU uses next to no CPU: a vCPU that went round
     its halt wait without sleeping would use a whole one.
@@ -73,13 +78,17 @@ IDLE_SETTLE_SECONDS = 1
 IDLE_SECONDS = 3
 IDLE_MAX_CPU = 0.15
 
-MAIN_TRACES = ("proxy_halt_wait", "proxy_halt_woken", "proxy_halt_wake", "proxy_msi",
-               "proxy_set_irq", "proxy_failed")
+MAIN_TRACES = ("proxy_halt_wait", "proxy_halt_woken", "proxy_halt_wake", "proxy_halt_slept",
+               "proxy_msi", "proxy_set_irq", "proxy_failed")
+# How long a halted vCPU looks before it sleeps (hw-proxy/proxy-halt-wait.c)
+SPIN_MIN_NS, SPIN_MAX_NS = 5000, 50000
 
 # With -msg timestamp=on the log backend puts "tid@seconds:" in front of the
 # event's name.
 WAKE_RE = re.compile(r"proxy_halt_wake cpu (\d+) reads link (\d+)")
 WAIT_RE = re.compile(r"proxy_halt_wait cpu (\d+) waits on (\d+) links")
+SLEPT_RE = re.compile(r"proxy_halt_slept cpu \d+: slept, waited (\d+) ns "
+                      r"\(next window (\d+) ns\)")
 IRQ_RE = re.compile(r"proxy_(?:msi|set_irq) ")
 # In order (the events of the main QEMU all happen with the BQL): a vCPU
 # begins or ends its wait on the links, or a thread raises an interrupt
@@ -195,6 +204,16 @@ class TestHaltWait:
         assert raised, "no interrupt raised during the I/O"
         assert not by_main_in_wait, \
             f"the main loop raised {by_main_in_wait} interrupts a waiting vCPU was there for"
+        # Waits of a millisecond or so, for the disk: the vCPU keeps its
+        # window of looking before it sleeps at the narrowest (a wait that
+        # a kick ended soon after the window closed may widen it, once).
+        slept = [(int(w), int(nxt)) for w, nxt in SLEPT_RE.findall(io_log)]
+        assert slept, "no halted vCPU slept during the throttled I/O"
+        assert all(SPIN_MIN_NS <= nxt <= SPIN_MAX_NS for _, nxt in slept), slept[:20]
+        narrowest = sum(nxt == SPIN_MIN_NS for _, nxt in slept)
+        assert narrowest >= len(slept) // 2, \
+            f"only {narrowest} of {len(slept)} sleeps left the window at its narrowest: " \
+            f"{slept[:20]}"
 
     def test_idle_main_sleeps(self, halt_vm):
         """The idle guest's vCPUs sleep, in the halt wait or on their halt
